@@ -1,0 +1,309 @@
+//! The validated configuration: types that cannot hold a bad value, built from the raw YAML
+//! layer by `config::load`. Everything else in Rempart reads these, never the raw YAML.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rustls::sign::CertifiedKey;
+
+/// A whole configuration file, validated and with every referenced file loaded.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from (as given on the command line).
+    pub source: PathBuf,
+    pub server: Server,
+    pub listeners: Vec<Listener>,
+    pub admin: Admin,
+    /// In file order; names are unique.
+    pub upstreams: Vec<Upstream>,
+    /// In file order: first match wins.
+    pub routes: Vec<Route>,
+    /// In file order; names are unique.
+    pub limits: Vec<Limit>,
+    pub shield: Shield,
+    /// In file order; names are unique.
+    pub login_queues: Vec<LoginQueue>,
+    pub pages: Pages,
+    /// The configuration as parsed, secrets replaced by `"***"`, for `GET /config`.
+    pub masked: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Proxy worker threads (>= 1). Default: 2.
+    pub threads: usize,
+    /// SIGTERM drain time. Default: 10s.
+    pub grace_period: Duration,
+    /// Default: empty.
+    pub trusted_proxies: Vec<IpNet>,
+    /// 1..=128, default 64.
+    pub ipv6_prefix: u8,
+    /// Default: 10s.
+    pub header_timeout: Duration,
+    /// Bytes per second. Default: 1 KiB/s.
+    pub body_min_rate: u64,
+    /// Default: 32 KiB.
+    pub max_header_bytes: usize,
+    /// Default: 16 MiB.
+    pub max_body_bytes: u64,
+    /// Default: 20000.
+    pub max_connections: usize,
+    /// Default: 256.
+    pub max_connections_per_ip: usize,
+    /// Default: stdout.
+    pub access_log: AccessLogTarget,
+    /// Reload when the file changes. Default: false.
+    pub watch_config: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// At least one; the first is the default when no name matches the SNI.
+    pub certificates: Vec<Certificate>,
+    /// Offer HTTP/2 by ALPN. Default: true.
+    pub http2: bool,
+}
+
+/// A certificate chain and its private key, read and checked to belong together.
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// The DNS names of the leaf (subjectAltName, else the subject CN), lowercase;
+    /// may hold wildcards such as `*.ent.example`.
+    pub names: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Default: 127.0.0.1:9901.
+    pub address: SocketAddr,
+    /// None when not set or empty.
+    pub token: Option<Secret>,
+}
+
+/// A string that never shows in logs, `Debug` or `/config`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    /// Priority order; at least one, names unique within the upstream.
+    pub datacenters: Vec<Datacenter>,
+    /// Default: Count(1).
+    pub min_healthy: MinHealthy,
+    pub health_check: HealthCheck,
+    pub outlier: Outlier,
+    /// Default: 30s.
+    pub failback_after: Duration,
+    /// Default: Maintenance.
+    pub when_all_down: WhenAllDown,
+    pub timeouts: UpstreamTimeouts,
+    pub retries: Retries,
+}
+
+#[derive(Debug, Clone)]
+pub struct Datacenter {
+    pub name: String,
+    /// At least one, no duplicates within the upstream.
+    pub servers: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinHealthy {
+    Count(usize),
+    /// 0.0 < share <= 1.0
+    Share(f64),
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// Default: /healthz
+    pub path: String,
+    /// Default: 1s
+    pub interval: Duration,
+    /// Default: 500ms
+    pub timeout: Duration,
+    /// Default: 2
+    pub rise: u32,
+    /// Default: 2
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outlier {
+    /// Default: 3
+    pub consecutive_failures: u32,
+    /// Default: 10s
+    pub eject_for: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenAllDown {
+    Maintenance,
+    TryAll,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTimeouts {
+    /// Default: 1s
+    pub connect: Duration,
+    /// Time to wait for response bytes (per read). Default: 30s
+    pub response: Duration,
+    /// Idle upstream keep-alive connections are closed after this. Default: 60s
+    pub idle: Duration,
+    /// How long a request that is safe to retry waits on one server before it is tried on another.
+    /// Default: None (only `response` applies).
+    pub per_try: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retries {
+    /// Extra tries after the first. Default: 2
+    pub attempts: u32,
+    /// Share of the last 10 s of requests that may be retries. Default: 0.2
+    pub budget: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// Lowercase, without port. `*.example.org` matches any subdomain.
+    pub host: Option<String>,
+    /// Starts with '/'. Default: "/".
+    pub path_prefix: String,
+    /// None: any method.
+    pub methods: Option<Vec<http::Method>>,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    /// Indexes into `Config::limits`, in the route's order.
+    pub limits: Vec<usize>,
+    /// Index into `Config::login_queues`.
+    pub login_queue: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limit {
+    pub name: String,
+    pub key: LimitKey,
+    pub rate: Rate,
+    /// >= 1. Default: the rate's count.
+    pub burst: u32,
+    pub mode: LimitMode,
+    /// Default: 1_000_000.
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    ClientIp,
+    /// Lowercase header name.
+    Header(String),
+    Cookie(String),
+    Query(String),
+    Form(String),
+    Global,
+}
+
+/// `count` events per `per`, e.g. 20/min = { count: 20, per: 60s }.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitMode {
+    Enforce,
+    DryRun,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Shield {
+    pub deny: Vec<IpNet>,
+    pub allow: Vec<IpNet>,
+    pub ban: Option<Ban>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ban {
+    pub after: u32,
+    pub within: Duration,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoginQueue {
+    pub name: String,
+    /// Default: 64.
+    pub concurrency: usize,
+    pub adaptive: Option<Adaptive>,
+    /// Default: Header("x-ent-uai").
+    pub tenant: TenantSource,
+    pub tenant_weights: BTreeMap<String, u32>,
+    /// Default: 15s
+    pub hold: Duration,
+    /// Default: 100000
+    pub max_waiting: usize,
+    /// Default: 20
+    pub per_client_waiting: usize,
+    /// Default: 10m
+    pub pass_ttl: Duration,
+    /// Default: 2m
+    pub ticket_ttl: Duration,
+    pub secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Adaptive {
+    pub min: usize,
+    pub max: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantSource {
+    Host,
+    Header(String),
+    Cookie(String),
+    Query(String),
+    /// 1-based segment of the path: `/uai/0123456A/...` with 2 gives `0123456A`.
+    PathSegment(usize),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Pages {
+    pub waiting_room: Option<Page>,
+    pub maintenance: Option<Page>,
+}
+
+/// An HTML page read at load time.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub path: PathBuf,
+    pub html: Arc<str>,
+}

@@ -1,0 +1,3 @@
+//! Rempart: a resilient edge reverse proxy for school digital workspaces (ENT).
+
+pub mod config;
