@@ -1,0 +1,39 @@
+# Rempart: the commands a developer, an operator and CI use.
+#
+#   make run     install what is missing, build (release), start the demo: two stand-in
+#                datacenters (ent-origin) and Rempart in the foreground with conf/rempart.yaml
+#   make test    install what is missing, build (debug: the integration tests run
+#                target/debug/rempart) and run every test of the workspace
+#   make bench   Rempart against NGINX and HAProxy on this machine (bench/run.sh)
+#   make check   formatting and clippy, warnings as errors
+#   make deps    install the missing system tools (apt-get, only when one is missing)
+#   make build   release build of the workspace
+#   make clean   remove build output and benchmark output
+
+CARGO ?= cargo
+
+.PHONY: run test bench check deps build clean
+
+deps:
+	@.ci/install-deps.sh
+
+build:
+	$(CARGO) build --release --workspace
+
+run: deps build
+	@bash conf/demo.sh
+
+test: deps
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace
+
+bench:
+	@bash bench/run.sh
+
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf bench/out
