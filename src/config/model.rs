@@ -247,13 +247,17 @@ pub enum LimitMode {
 pub struct Shield {
     pub deny: Vec<IpNet>,
     pub allow: Vec<IpNet>,
+    /// None unless `shield.ban` is present.
     pub ban: Option<Ban>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Ban {
+    /// Rate-limit violations (>= 1) that ban a client_ip. Default: 100.
     pub after: u32,
+    /// Window in which they are counted. Default: 1m.
     pub within: Duration,
+    /// How long the ban lasts (`for` in the file). Default: 10m.
     pub duration: Duration,
 }
 
@@ -265,8 +269,9 @@ pub struct LoginQueue {
     pub adaptive: Option<Adaptive>,
     /// Default: Header("x-ent-uai").
     pub tenant: TenantSource,
+    /// Tenants not listed weigh 1; listed weights are >= 1.
     pub tenant_weights: BTreeMap<String, u32>,
-    /// Default: 15s
+    /// Default: 15s (0 answers with the waiting room at once).
     pub hold: Duration,
     /// Default: 100000
     pub max_waiting: usize,
@@ -276,11 +281,13 @@ pub struct LoginQueue {
     pub pass_ttl: Duration,
     /// Default: 2m
     pub ticket_ttl: Duration,
+    /// None when not set or empty.
     pub secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Adaptive {
+    /// 1 <= min <= max; `LoginQueue::concurrency` lies in min..=max.
     pub min: usize,
     pub max: usize,
 }

@@ -1,0 +1,45 @@
+//! Rate limits: the key a limit counts by, its rate, burst and mode.
+
+use std::time::Duration;
+
+use super::{at_least, entry_name, Ctx};
+use crate::config::lines::join_key;
+use crate::config::model::*;
+use crate::config::raw::*;
+use crate::config::values::*;
+
+pub(super) fn limits(ctx: &mut Ctx, raw: OrderedMap<RawLimit>) -> Vec<Limit> {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for (key, l) in raw.0 {
+        let base = join_key("limits", &key);
+        if !entry_name(ctx, &base, &key, &mut seen) {
+            continue;
+        }
+        let p = |k: &str| join_key(&base, k);
+        let limit_key = ctx.required(&p("key"), &l.key, parse_limit_key);
+        let rate = ctx.required(&p("rate"), &l.rate, parse_rate);
+        let burst = ctx.opt(&p("burst"), &l.burst, at_least(1u32));
+        let mode = ctx.or(&p("mode"), &l.mode, LimitMode::Enforce, |s| match s {
+            "enforce" => Ok(LimitMode::Enforce),
+            "dry_run" => Ok(LimitMode::DryRun),
+            _ => Err(format!("invalid mode {s:?}: expected enforce or dry_run")),
+        });
+        let max_keys = ctx.or(&p("max_keys"), &l.max_keys, 1_000_000, at_least(1usize));
+        // A missing key or rate is reported; the placeholders keep routes from reporting the
+        // limit as unknown too.
+        let rate = rate.unwrap_or(Rate {
+            count: 1,
+            per: Duration::from_secs(1),
+        });
+        out.push(Limit {
+            name: key,
+            key: limit_key.unwrap_or(LimitKey::Global),
+            rate,
+            burst: burst.unwrap_or(rate.count),
+            mode,
+            max_keys,
+        });
+    }
+    out
+}
