@@ -1,3 +1,14 @@
 //! Rempart: a resilient edge reverse proxy for school digital workspaces (ENT).
+//!
+//! The configuration (`config`) is compiled into a snapshot (`runtime`) that the request
+//! pipeline (`proxy`) reads once per request; `upstream` chooses servers, `tls` certificates,
+//! `telemetry` counts and logs, `admin` exposes it all, and `launch` starts the whole.
 
+pub mod admin;
 pub mod config;
+pub mod launch;
+pub mod proxy;
+pub mod runtime;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,190 @@
+//! The admin service: health, readiness, status, metrics and configuration, on its own port
+//! and its own runtime, apart from the proxy path.
+
+mod status;
+
+use std::net::TcpListener as StdTcpListener;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::runtime::Runtime;
+
+/// Errors of the admin API, each with its status and a JSON body.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut response = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        if matches!(self, AdminError::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"rempart\""),
+            );
+        }
+        response
+    }
+}
+
+/// The admin HTTP application.
+pub fn router(runtime: Arc<Runtime>) -> Router {
+    let guarded = Router::new()
+        .route("/readyz", get(readyz))
+        .route("/status", get(status::status))
+        .route("/metrics", get(metrics))
+        .route("/config", get(config))
+        .route_layer(middleware::from_fn_with_state(runtime.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(guarded)
+        .fallback(not_found)
+        .with_state(runtime)
+}
+
+async fn not_found(request: Request) -> AdminError {
+    AdminError::NotFound(request.uri().path().to_string())
+}
+
+/// When `admin.token` is set, every call but `/healthz` needs `Authorization: Bearer TOKEN`.
+async fn require_token(
+    State(runtime): State<Arc<Runtime>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Result<Response, AdminError> {
+    let snapshot = runtime.load();
+    if let Some(token) = &snapshot.config.admin.token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or(b"");
+        if !constant_time_eq(presented, token.0.as_bytes()) {
+            return Err(AdminError::Unauthorized);
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// Compare without returning early on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(runtime): State<Arc<Runtime>>) -> (StatusCode, &'static str) {
+    if runtime.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else if runtime.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+async fn metrics(State(runtime): State<Arc<Runtime>>) -> Result<Response, AdminError> {
+    let body = runtime
+        .metrics
+        .render()
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response())
+}
+
+async fn config(State(runtime): State<Arc<Runtime>>) -> Json<serde_json::Value> {
+    Json(runtime.load().config.masked.clone())
+}
+
+/// Runs the admin application as a pingora background service, on a listener bound before
+/// start-up so that a taken port stops the process before anything runs.
+pub struct AdminService {
+    runtime: Arc<Runtime>,
+    listener: Mutex<Option<StdTcpListener>>,
+}
+
+impl AdminService {
+    pub fn new(runtime: Arc<Runtime>, listener: StdTcpListener) -> Self {
+        AdminService {
+            runtime,
+            listener: Mutex::new(Some(listener)),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let listener = match self.listener.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(_) => None,
+        };
+        let Some(listener) = listener else {
+            return;
+        };
+        let listener = match listener
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(listener))
+        {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener unusable");
+                std::process::exit(1);
+            }
+        };
+        // The admin keeps answering while the proxy drains (`/readyz` says 503 then); it
+        // ends with the process.
+        if let Err(e) = axum::serve(listener, router(self.runtime.clone())).await {
+            tracing::error!(error = %e, "admin service stopped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

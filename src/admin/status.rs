@@ -1,0 +1,97 @@
+//! `GET /status`: the state of the running proxy as JSON.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use crate::runtime::Runtime;
+use crate::telemetry::in_flight;
+
+pub async fn status(State(runtime): State<Arc<Runtime>>) -> Json<Value> {
+    let snapshot = runtime.load();
+    let config = &snapshot.config;
+
+    let mut upstreams = Map::new();
+    for upstream in &snapshot.upstreams {
+        let active = upstream.active_datacenter();
+        let datacenters: Vec<Value> = upstream
+            .datacenters
+            .iter()
+            .enumerate()
+            .map(|(index, dc)| {
+                let servers: Vec<Value> = dc
+                    .servers
+                    .iter()
+                    .map(|server| {
+                        json!({
+                            "address": server.address.to_string(),
+                            "health": "unknown",
+                            "in_flight": server.in_flight.load(Ordering::Relaxed),
+                            "requests": server.requests.load(Ordering::Relaxed),
+                            "failures": server.failures.load(Ordering::Relaxed),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": dc.name,
+                    "active": index == active,
+                    "state": if index == active { "active" } else { "standby" },
+                    "servers": servers,
+                })
+            })
+            .collect();
+        upstreams.insert(
+            upstream.name.clone(),
+            json!({
+                "active_datacenter": upstream.datacenters.get(active).map(|dc| dc.name.as_str()),
+                "datacenters": datacenters,
+            }),
+        );
+    }
+
+    let routes: Vec<Value> = snapshot
+        .routes
+        .iter()
+        .map(|compiled| {
+            let route = &compiled.route;
+            json!({
+                "name": route.name,
+                "host": route.host,
+                "path_prefix": route.path_prefix,
+                "methods": route.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
+                "upstream": config.upstreams.get(route.upstream).map(|u| u.name.as_str()),
+            })
+        })
+        .collect();
+
+    let listeners: Vec<Value> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            json!({
+                "address": l.address.to_string(),
+                "tls": l.tls.is_some(),
+                "http2": l.tls.as_ref().is_some_and(|t| t.http2),
+            })
+        })
+        .collect();
+
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": runtime.started.elapsed().as_secs(),
+        "generation": snapshot.generation,
+        "config_file": config.source.display().to_string(),
+        "loaded_at": snapshot.loaded_at,
+        "last_reload_error": runtime.last_reload_error.load_full().map(|e| e.to_string()),
+        "ready": runtime.is_ready(),
+        "draining": runtime.is_draining(),
+        "connections_active": runtime.metrics.connections_active.get(),
+        "requests_in_flight": in_flight(&runtime.metrics),
+        "listeners": listeners,
+        "routes": routes,
+        "upstreams": upstreams,
+    }))
+}

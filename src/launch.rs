@@ -1,0 +1,236 @@
+//! Start-up: from a validated configuration to a running pingora server (proxy listeners,
+//! admin service, background tasks), failing fast and whole when something cannot start.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::ALPN;
+use pingora::proxy::HttpProxy;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+use crate::admin::AdminService;
+use crate::config::Config;
+use crate::proxy::edge::Edge;
+use crate::proxy::RempartProxy;
+use crate::runtime::Runtime;
+use crate::telemetry::in_flight;
+
+/// Why Rempart could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// How the process was asked to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mode {
+    pub daemon: bool,
+    pub upgrade: bool,
+}
+
+/// Check that every proxy listener can bind, and bind the admin listener for good. A taken port
+/// is an error here, before anything starts (pingora alone would retry, then run without it).
+fn bind_listeners(config: &Config, mode: Mode) -> Result<TcpListener, StartError> {
+    if !mode.upgrade {
+        for listener in &config.listeners {
+            TcpListener::bind(listener.address).map_err(|source| StartError::Bind {
+                address: listener.address,
+                source,
+            })?;
+        }
+    }
+    let address = config.admin.address;
+    let mut attempt = 0;
+    loop {
+        match TcpListener::bind(address) {
+            Ok(listener) => return Ok(listener),
+            // During an upgrade the old process holds the admin port until it drains.
+            Err(_) if mode.upgrade && attempt < 100 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(source) => return Err(StartError::Bind { address, source }),
+        }
+    }
+}
+
+fn server_conf(config: &Config, mode: Mode) -> ServerConf {
+    let mut conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
+        daemon: mode.daemon,
+        ..ServerConf::default()
+    };
+    let tag = config.admin.address.port();
+    conf.pid_file = format!("/tmp/rempart-{tag}.pid");
+    conf.upgrade_sock = format!("/tmp/rempart-{tag}.upgrade.sock");
+    conf
+}
+
+/// Build the pingora server for this configuration and run it until shutdown.
+pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
+    let admin_listener = bind_listeners(&config, mode)?;
+    let conf = server_conf(&config, mode);
+    let listeners = config.listeners.clone();
+    let runtime = Runtime::new(config)?;
+
+    let opt = Opt {
+        upgrade: mode.upgrade,
+        daemon: mode.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    let mut proxy = HttpProxy::new(RempartProxy::new(runtime.clone()), conf.clone());
+    proxy.server_options = Some(HttpServerOptions::default());
+    proxy.handle_init_modules();
+    let edge = Edge::new(proxy, runtime.metrics.clone());
+    let mut service = Service::new("rempart proxy".to_string(), edge);
+    for (index, listener) in listeners.iter().enumerate() {
+        let address = listener.address.to_string();
+        match (&listener.tls, runtime.resolvers.get(index).cloned().flatten()) {
+            (Some(tls), Some(resolver)) => {
+                let mut settings = TlsSettings::intermediate("", "").map_err(|e| {
+                    StartError::Bind {
+                        address: listener.address,
+                        source: std::io::Error::other(e.to_string()),
+                    }
+                })?;
+                settings.set_cert_resolver(resolver);
+                if tls.http2 {
+                    settings.enable_h2();
+                } else {
+                    settings.set_alpn(ALPN::H1);
+                }
+                service.add_tls_with_settings(&address, None, settings);
+            }
+            _ => service.add_tcp(&address),
+        }
+    }
+    server.add_service(service);
+    server.add_service(background_service(
+        "rempart admin",
+        AdminService::new(runtime.clone(), admin_listener),
+    ));
+    server.add_service(background_service(
+        "rempart lifecycle",
+        Lifecycle {
+            runtime: runtime.clone(),
+            addresses: listeners.iter().map(|l| l.address).collect(),
+        },
+    ));
+
+    install_startup_panic_guard();
+    tracing::info!(
+        listeners = ?listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
+        "rempart starting"
+    );
+    server.run(RunArgs::default());
+    Ok(())
+}
+
+/// pingora reports a listener it cannot build, or a certificate it cannot load, by panicking
+/// inside that service's runtime and leaving the rest of the process running. Rempart stops
+/// whole instead: such a panic ends the process with exit code 1.
+fn install_startup_panic_guard() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Failed to build listeners")
+            || message.contains("Failed to load provided certificates")
+        {
+            eprintln!("rempart: a listener could not start: {message}");
+            std::process::exit(1);
+        }
+    }));
+}
+
+/// Background work tied to the life of the process: the access-log writer, readiness once
+/// the listeners accept, and the end of a graceful drain.
+struct Lifecycle {
+    runtime: Arc<Runtime>,
+    addresses: Vec<SocketAddr>,
+}
+
+/// Where to connect to reach a listener bound to `address` (a wildcard means loopback).
+fn probe_address(address: SocketAddr) -> SocketAddr {
+    let mut probe = address;
+    if address.ip().is_unspecified() {
+        probe.set_ip(match address {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    probe
+}
+
+#[async_trait]
+impl BackgroundService for Lifecycle {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if let Err(e) = self.runtime.access_log.start_writer() {
+            tracing::error!(error = %e, "cannot open the access log");
+            std::process::exit(1);
+        }
+
+        // Ready once every listener accepts a connection (bounded: 30 s).
+        let runtime = self.runtime.clone();
+        let probes: Vec<SocketAddr> = self.addresses.iter().copied().map(probe_address).collect();
+        tokio::spawn(async move {
+            for _ in 0..1500 {
+                let all_up = probes.iter().all(|address| {
+                    TcpStream::connect_timeout(address, Duration::from_millis(100)).is_ok()
+                });
+                if all_up {
+                    runtime.listening.store(true, Ordering::Release);
+                    tracing::info!("rempart ready");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tracing::error!("listeners did not come up within 30 s");
+        });
+
+        // Graceful drain: pingora stops accepting and then waits the whole grace period;
+        // Rempart leaves as soon as the requests in flight are done.
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        self.runtime.draining.store(true, Ordering::Release);
+        tracing::info!("draining: waiting for requests in flight");
+        loop {
+            if in_flight(&self.runtime.metrics) <= 0 {
+                // Give the log writer a moment to flush the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tracing::info!("drained, exiting");
+                std::process::exit(0);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

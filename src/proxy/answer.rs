@@ -1,0 +1,282 @@
+//! Answers Rempart writes itself: the one place that turns a refusal or a failure into a
+//! status, headers and a short body (JSON, text, or a configured page).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+/// Why Rempart answered instead of the upstream. The string is the `reason` of SPEC section 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Malformed,
+    Denied,
+    Banned,
+    NoRoute,
+    HeaderTimeout,
+    BodyTooSlow,
+    BodyTooLarge,
+    HeadersTooLarge,
+    RateLimited,
+    WaitingRoom,
+    QueueFull,
+    Maintenance,
+    NoUpstream,
+    UpstreamError,
+    UpstreamTimeout,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Malformed => "malformed_request",
+            Reason::Denied => "denied",
+            Reason::Banned => "banned",
+            Reason::NoRoute => "no_route",
+            Reason::HeaderTimeout => "header_timeout",
+            Reason::BodyTooSlow => "body_too_slow",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::HeadersTooLarge => "headers_too_large",
+            Reason::RateLimited => "rate_limited",
+            Reason::WaitingRoom => "waiting_room",
+            Reason::QueueFull => "queue_full",
+            Reason::Maintenance => "maintenance",
+            Reason::NoUpstream => "no_upstream",
+            Reason::UpstreamError => "upstream_error",
+            Reason::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Reason::Malformed => 400,
+            Reason::Denied | Reason::Banned => 403,
+            Reason::NoRoute => 404,
+            Reason::HeaderTimeout | Reason::BodyTooSlow => 408,
+            Reason::BodyTooLarge => 413,
+            Reason::HeadersTooLarge => 431,
+            Reason::RateLimited => 429,
+            Reason::WaitingRoom | Reason::QueueFull | Reason::Maintenance | Reason::NoUpstream => {
+                503
+            }
+            Reason::UpstreamError => 502,
+            Reason::UpstreamTimeout => 504,
+        }
+    }
+
+    /// A sentence for people, in French then English.
+    fn message(self) -> &'static str {
+        match self {
+            Reason::Malformed => "Requête invalide. / Malformed request.",
+            Reason::Denied => "Accès refusé. / Access denied.",
+            Reason::Banned => {
+                "Trop de requêtes : accès suspendu pour un moment. / Too many requests: access suspended for a while."
+            }
+            Reason::NoRoute => "Aucun service à cette adresse. / No service at this address.",
+            Reason::HeaderTimeout => {
+                "La requête est arrivée trop lentement. / The request head arrived too slowly."
+            }
+            Reason::BodyTooSlow => {
+                "Le corps de la requête arrive trop lentement. / The request body is too slow."
+            }
+            Reason::BodyTooLarge => "Requête trop volumineuse. / Request body too large.",
+            Reason::HeadersTooLarge => {
+                "En-têtes trop volumineux. / Request headers too large."
+            }
+            Reason::RateLimited => {
+                "Trop de requêtes, réessayez dans un instant. / Too many requests, try again shortly."
+            }
+            Reason::WaitingRoom => {
+                "Vous êtes dans la file d'attente. / You are in the waiting line."
+            }
+            Reason::QueueFull => {
+                "La file d'attente est pleine, réessayez dans un instant. / The waiting line is full, try again shortly."
+            }
+            Reason::Maintenance => {
+                "Service en maintenance, revenez dans quelques minutes. / Service under maintenance, come back in a few minutes."
+            }
+            Reason::NoUpstream => {
+                "Service momentanément indisponible. / Service temporarily unavailable."
+            }
+            Reason::UpstreamError => {
+                "Le service n'a pas pu répondre. / The service could not answer."
+            }
+            Reason::UpstreamTimeout => {
+                "Le service a mis trop de temps à répondre. / The service took too long to answer."
+            }
+        }
+    }
+}
+
+/// A complete answer: reason, optional details for the body, extra headers, optional page.
+pub struct Answer {
+    pub reason: Reason,
+    /// Names what refused, e.g. the limit; goes into the JSON body and the text.
+    pub detail: Option<String>,
+    pub retry_after: Option<u64>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// HTML served instead of the text body to clients that do not prefer JSON.
+    pub page: Option<Arc<str>>,
+    /// Close the connection after this answer.
+    pub close: bool,
+}
+
+impl Answer {
+    pub fn new(reason: Reason) -> Self {
+        Answer {
+            reason,
+            detail: None,
+            retry_after: None,
+            headers: Vec::new(),
+            page: None,
+            close: matches!(
+                reason,
+                Reason::Malformed | Reason::HeaderTimeout | Reason::BodyTooSlow
+            ),
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Build the response head and body for a client whose `Accept` header is `accept`.
+    pub fn render(&self, accept: Option<&[u8]>) -> Result<(ResponseHeader, Bytes)> {
+        let status = self.reason.status();
+        let json = accept.is_some_and(prefers_json);
+        let (content_type, body) = if json {
+            let mut value = serde_json::json!({
+                "status": status,
+                "reason": self.reason.as_str(),
+                "message": self.reason.message(),
+            });
+            if let (Some(detail), Some(map)) = (&self.detail, value.as_object_mut()) {
+                map.insert("detail".into(), serde_json::Value::from(detail.as_str()));
+            }
+            (
+                "application/json",
+                Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
+            )
+        } else if let Some(page) = &self.page {
+            ("text/html; charset=utf-8", Bytes::from(page.to_string()))
+        } else {
+            let text = match &self.detail {
+                Some(detail) => format!(
+                    "{status} {}: {}\n{}\n",
+                    self.reason.as_str(),
+                    detail,
+                    self.reason.message()
+                ),
+                None => format!(
+                    "{status} {}\n{}\n",
+                    self.reason.as_str(),
+                    self.reason.message()
+                ),
+            };
+            ("text/plain; charset=utf-8", Bytes::from(text))
+        };
+        let mut head = ResponseHeader::build(status, Some(6))?;
+        head.insert_header(http::header::CONTENT_TYPE, content_type)?;
+        head.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        head.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        if let Some(seconds) = self.retry_after {
+            head.insert_header(http::header::RETRY_AFTER, seconds)?;
+        }
+        if self.close {
+            head.insert_header(http::header::CONNECTION, "close")?;
+        }
+        for (name, value) in &self.headers {
+            head.append_header(name.clone(), value.clone())?;
+        }
+        Ok((head, body))
+    }
+
+    /// Write the answer to the client. The caller counts and logs it.
+    pub async fn send(&self, session: &mut Session) -> Result<()> {
+        let accept = session
+            .req_header()
+            .headers
+            .get(http::header::ACCEPT)
+            .map(|v| v.as_bytes());
+        let (head, body) = self.render(accept)?;
+        if self.close {
+            session.set_keepalive(None);
+        }
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(head), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether an `Accept` header prefers `application/json` to HTML and text: JSON is listed with
+/// a non-zero weight at least as high as any `text/html` or `text/plain`.
+pub fn prefers_json(accept: &[u8]) -> bool {
+    let Ok(accept) = std::str::from_utf8(accept) else {
+        return false;
+    };
+    let mut json_q: Option<f32> = None;
+    let mut text_q: f32 = 0.0;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/json" | "application/problem+json" => {
+                json_q = Some(json_q.map_or(q, |old: f32| old.max(q)))
+            }
+            "text/html" | "text/plain" | "application/xhtml+xml" => text_q = text_q.max(q),
+            _ => {}
+        }
+    }
+    matches!(json_q, Some(q) if q > 0.0 && q >= text_q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_preference() {
+        assert!(prefers_json(b"application/json"));
+        assert!(prefers_json(b"application/json, text/plain;q=0.5"));
+        assert!(!prefers_json(b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"));
+        assert!(!prefers_json(b"text/html, application/json;q=0.9"));
+        assert!(!prefers_json(b"*/*"));
+        assert!(!prefers_json(b"application/json;q=0"));
+        assert!(!prefers_json(b"\xff"));
+    }
+
+    #[test]
+    fn json_body_names_reason_and_detail() {
+        let answer = Answer::new(Reason::RateLimited).detail("per_ip");
+        let (head, body) = answer.render(Some(b"application/json")).unwrap();
+        assert_eq!(head.status.as_u16(), 429);
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["reason"], "rate_limited");
+        assert_eq!(value["detail"], "per_ip");
+        assert_eq!(value["status"], 429);
+    }
+
+    #[test]
+    fn text_body_and_close() {
+        let answer = Answer::new(Reason::Malformed);
+        let (head, body) = answer.render(None).unwrap();
+        assert_eq!(head.status.as_u16(), 400);
+        assert_eq!(head.headers["connection"], "close");
+        assert!(std::str::from_utf8(&body)
+            .unwrap()
+            .contains("malformed_request"));
+    }
+}

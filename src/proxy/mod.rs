@@ -1,0 +1,530 @@
+//! The request pipeline: Rempart's pingora `ProxyHttp` implementation and its per-request
+//! context. The hooks follow SPEC section 3: route, then upstream, then response and log.
+
+pub mod answer;
+pub mod edge;
+pub mod forwarded;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
+use pingora::protocols::Digest;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::runtime::{Runtime, Snapshot};
+use crate::telemetry::{rfc3339_now, AccessRecord, Metrics};
+use crate::upstream::{InFlight, Outcome};
+use answer::{Answer, Reason};
+use forwarded::RequestIds;
+
+/// Rempart's proxy logic, shared by every worker.
+pub struct RempartProxy {
+    runtime: Arc<Runtime>,
+    request_ids: RequestIds,
+}
+
+impl RempartProxy {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        RempartProxy {
+            runtime,
+            request_ids: RequestIds::new(),
+        }
+    }
+}
+
+/// Counts a request in flight for as long as its context lives.
+pub struct RequestGuard(Arc<Metrics>);
+
+impl RequestGuard {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.requests_in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(metrics)
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.requests_in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What Rempart knows about one request, from its head to its log line.
+pub struct RequestCtx {
+    _guard: RequestGuard,
+    started: Instant,
+    /// Loaded once in `request_filter`; the whole request runs under it.
+    snapshot: Option<Arc<Snapshot>>,
+    peer_ip: Option<IpAddr>,
+    client_ip: Option<IpAddr>,
+    peer_trusted: bool,
+    tls: bool,
+    host: String,
+    request_id: String,
+    route: Option<usize>,
+    /// Set when Rempart answered itself.
+    reason: Option<Reason>,
+    datacenter: Option<usize>,
+    current: Option<InFlight>,
+    tried: Vec<SocketAddr>,
+    retries: u32,
+    try_started: Option<Instant>,
+    upstream_ms: Option<f64>,
+}
+
+impl RequestCtx {
+    fn upstream(&self) -> Option<&crate::upstream::Upstream> {
+        let snapshot = self.snapshot.as_ref()?;
+        let route = snapshot.routes.get(self.route?)?;
+        snapshot
+            .upstreams
+            .get(route.route.upstream)
+            .map(|u| u.as_ref())
+    }
+
+    /// Close the current try with this outcome.
+    fn end_try(&mut self, outcome: Outcome) {
+        if let Some(in_flight) = self.current.take() {
+            in_flight.server().record(outcome);
+        }
+        if let Some(started) = self.try_started.take() {
+            self.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+}
+
+fn is_tls(digest: Option<&Digest>) -> bool {
+    digest.is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// The request's host, lowercase and without port: `Host`, else the URI authority (HTTP/2).
+fn request_host(req: &RequestHeader) -> String {
+    let raw = req
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let without_port = if raw.starts_with('[') {
+        // [v6]:port
+        raw.split_once(']').map_or(raw, |(h, _)| &h[..])
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    let host = without_port.trim_start_matches('[');
+    host.to_ascii_lowercase()
+}
+
+/// Bytes of the request head as received, approximately: request line and header lines.
+fn head_bytes(req: &RequestHeader) -> usize {
+    let uri = req.uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    req.headers.iter().fold(uri + 16, |sum, (name, value)| {
+        sum + name.as_str().len() + value.len() + 4
+    })
+}
+
+/// Classify an error that ended a try at an upstream server.
+fn outcome_of(e: &Error) -> Outcome {
+    match e.etype() {
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout => Outcome::ConnectError,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Outcome::Timeout,
+        _ => Outcome::Error,
+    }
+}
+
+/// The reason Rempart gives the client for an error that ended the request.
+fn reason_of(e: &Error) -> Option<Reason> {
+    match e.etype() {
+        ErrorType::HTTPStatus(413) => Some(Reason::BodyTooLarge),
+        ErrorType::HTTPStatus(431) => Some(Reason::HeadersTooLarge),
+        ErrorType::HTTPStatus(408) => Some(Reason::BodyTooSlow),
+        ErrorType::HTTPStatus(400) => Some(Reason::Malformed),
+        ErrorType::HTTPStatus(503) => Some(Reason::NoUpstream),
+        ErrorType::HTTPStatus(504) => Some(Reason::UpstreamTimeout),
+        ErrorType::HTTPStatus(_) => Some(Reason::UpstreamError),
+        _ => match e.esource() {
+            ErrorSource::Upstream => Some(match outcome_of(e) {
+                Outcome::Timeout => Reason::UpstreamTimeout,
+                Outcome::ConnectError if e.etype() == &ErrorType::ConnectTimedout => {
+                    Reason::UpstreamTimeout
+                }
+                _ => Reason::UpstreamError,
+            }),
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::ConnectionClosed
+                | ErrorType::ReadTimedout
+                | ErrorType::WriteTimedout => None,
+                _ => Some(Reason::Malformed),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => Some(Reason::UpstreamError),
+        },
+    }
+}
+
+impl RempartProxy {
+    /// Write an answer of Rempart's own and remember why, for metrics and the log.
+    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx, answer: Answer) {
+        ctx.reason = Some(answer.reason);
+        self.runtime
+            .metrics
+            .responses_generated_total
+            .with_label_values(&[answer.reason.as_str()])
+            .inc();
+        if let Err(e) = answer.send(session).await {
+            tracing::debug!(error = %e, "could not write an answer to the client");
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for RempartProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            _guard: RequestGuard::new(self.runtime.metrics.clone()),
+            started: Instant::now(),
+            snapshot: None,
+            peer_ip: None,
+            client_ip: None,
+            peer_trusted: false,
+            tls: false,
+            host: String::new(),
+            request_id: String::new(),
+            route: None,
+            reason: None,
+            datacenter: None,
+            current: None,
+            tried: Vec::new(),
+            retries: 0,
+            try_started: None,
+            upstream_ms: None,
+        }
+    }
+
+    /// Rempart does not recompress what backends send: no downstream modules.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = self.runtime.load();
+        let server = &snapshot.config.server;
+
+        ctx.tls = is_tls(session.digest());
+        if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
+            let peer = forwarded::canonical(peer.ip());
+            ctx.peer_ip = Some(peer);
+            ctx.peer_trusted = forwarded::is_trusted(peer, &server.trusted_proxies);
+            let xff = session
+                .req_header()
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.as_bytes());
+            ctx.client_ip = Some(forwarded::client_ip(peer, xff, &server.trusted_proxies));
+        }
+        let req = session.req_header();
+        ctx.host = request_host(req);
+        ctx.request_id = match req.headers.get("x-request-id") {
+            Some(id) if ctx.peer_trusted && forwarded::acceptable_request_id(id.as_bytes()) => {
+                String::from_utf8_lossy(id.as_bytes()).into_owned()
+            }
+            _ => self.request_ids.next(),
+        };
+
+        if head_bytes(req) > server.max_header_bytes {
+            ctx.snapshot = Some(snapshot);
+            self.answer(session, ctx, Answer::new(Reason::HeadersTooLarge))
+                .await;
+            return Ok(true);
+        }
+        let declared_length = req
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared_length.is_some_and(|len| len > server.max_body_bytes) {
+            ctx.snapshot = Some(snapshot);
+            self.answer(session, ctx, Answer::new(Reason::BodyTooLarge))
+                .await;
+            return Ok(true);
+        }
+
+        ctx.route = snapshot.route(&ctx.host, req.uri.path(), &req.method);
+        ctx.snapshot = Some(snapshot);
+        if ctx.route.is_none() {
+            self.answer(session, ctx, Answer::new(Reason::NoRoute)).await;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(upstream) = ctx.upstream() else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "the route has no upstream");
+        };
+        let Some(pick) = upstream.pick(&ctx.tried) else {
+            return if ctx.tried.is_empty() {
+                Error::e_explain(ErrorType::HTTPStatus(503), "no server to send to")
+            } else {
+                Error::e_explain(ErrorType::HTTPStatus(502), "every server failed")
+            };
+        };
+        let peer = Box::new(pick.server.peer.clone());
+        ctx.datacenter = Some(pick.datacenter);
+        ctx.tried.push(pick.server.address);
+        ctx.current = Some(InFlight::start(pick.server));
+        ctx.try_started = Some(Instant::now());
+        Ok(peer)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // X-Forwarded-For: what came before, then the peer we saw.
+        if let Some(peer) = ctx.peer_ip {
+            let peer = peer.to_string();
+            let value = match session.req_header().headers.get("x-forwarded-for") {
+                Some(existing) if !existing.is_empty() => {
+                    let mut joined = Vec::with_capacity(existing.len() + 2 + peer.len());
+                    joined.extend_from_slice(existing.as_bytes());
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(peer.as_bytes());
+                    joined
+                }
+                _ => peer.into_bytes(),
+            };
+            upstream_request.remove_header("x-forwarded-for");
+            upstream_request.insert_header("x-forwarded-for", value)?;
+        }
+        let keep_forwarded = ctx.peer_trusted;
+        if !(keep_forwarded && upstream_request.headers.contains_key("x-forwarded-proto")) {
+            upstream_request
+                .insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        }
+        if !(keep_forwarded && upstream_request.headers.contains_key("x-forwarded-host")) {
+            let host = session
+                .req_header()
+                .headers
+                .get(header::HOST)
+                .cloned()
+                .or_else(|| {
+                    session
+                        .req_header()
+                        .uri
+                        .authority()
+                        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+                });
+            match host {
+                Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
+                None => {
+                    upstream_request.remove_header("x-forwarded-host");
+                }
+            }
+        }
+        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let outcome = if upstream_response.status.is_server_error() {
+            Outcome::Http5xx
+        } else {
+            Outcome::Ok
+        };
+        // Informational answers (100 Continue) do not end the try.
+        if !upstream_response.status.is_informational() {
+            ctx.end_try(outcome);
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.end_try(Outcome::ConnectError);
+        // Nothing reached the server: safe to retry for any method, on another server.
+        let attempts = ctx.upstream().map_or(0, |u| u.config.retries.attempts);
+        let another = ctx.upstream().is_some_and(|u| u.pick(&ctx.tried).is_some());
+        if ctx.retries < attempts && another {
+            ctx.retries += 1;
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        ctx.end_try(outcome_of(&e));
+        let mut e = e.more_context(format!("upstream {peer}"));
+        let attempts = ctx.upstream().map_or(0, |u| u.config.retries.attempts);
+        if ctx.retries >= attempts
+            || !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+            if e.retry() {
+                ctx.retries += 1;
+            }
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        if ctx.current.is_some() {
+            ctx.end_try(outcome_of(e));
+        }
+        let Some(reason) = reason_of(e) else {
+            // The client is gone: nothing to answer.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let mut answer = Answer::new(reason);
+        if reason == Reason::NoUpstream {
+            answer.retry_after = Some(5);
+        }
+        let already_answered = session.response_written().is_some();
+        if already_answered {
+            // Bytes already went to the client: the connection is closed instead.
+            ctx.reason = Some(reason);
+        } else {
+            self.answer(session, ctx, answer).await;
+        }
+        FailToProxy {
+            error_code: reason.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.current = None;
+        let status = session
+            .response_written()
+            .map_or(0, |resp| resp.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        let Some(snapshot) = ctx.snapshot.as_ref() else {
+            return;
+        };
+        let route = ctx.route.and_then(|i| snapshot.routes.get(i));
+        if let Some(route) = route {
+            route.metrics.count(status);
+            route.metrics.duration.observe(elapsed.as_secs_f64());
+        } else {
+            let metrics = &self.runtime.metrics;
+            metrics
+                .requests_total
+                .with_label_values(&["", &status.to_string()])
+                .inc();
+        }
+        if !self.runtime.access_log.enabled() {
+            return;
+        }
+        let upstream = route.and_then(|r| snapshot.upstreams.get(r.route.upstream));
+        let datacenter = upstream
+            .zip(ctx.datacenter)
+            .and_then(|(u, dc)| u.datacenters.get(dc))
+            .map_or("", |dc| dc.name.as_str());
+        let server = ctx.tried.last().map(|a| a.to_string()).unwrap_or_default();
+        let client_ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let req = session.req_header();
+        let ts = rfc3339_now();
+        let record = AccessRecord {
+            ts: &ts,
+            client_ip: &client_ip,
+            method: req.method.as_str(),
+            host: &ctx.host,
+            path: req.uri.path(),
+            status,
+            route: route.map_or("", |r| r.route.name.as_str()),
+            upstream: upstream.map_or("", |u| u.name.as_str()),
+            datacenter,
+            server: &server,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            upstream_ms: ctx.upstream_ms,
+            queue_ms: None,
+            retries: ctx.retries,
+            reason: ctx.reason.map(Reason::as_str),
+            request_id: &ctx.request_id,
+        };
+        if !self.runtime.access_log.write(&record) {
+            self.runtime
+                .metrics
+                .access_log_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_without_port_lowercase() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("host", "ENT.Example.test:8443").unwrap();
+        assert_eq!(request_host(&req), "ent.example.test");
+        req.insert_header("host", "[::1]:8080").unwrap();
+        assert_eq!(request_host(&req), "::1");
+        req.insert_header("host", "localhost").unwrap();
+        assert_eq!(request_host(&req), "localhost");
+    }
+
+    #[test]
+    fn connect_errors_are_kept_apart() {
+        let refused = Error::new(ErrorType::ConnectRefused);
+        assert_eq!(outcome_of(&refused), Outcome::ConnectError);
+        let timeout = Error::new(ErrorType::ReadTimedout);
+        assert_eq!(outcome_of(&timeout), Outcome::Timeout);
+        let upstream_timeout = Error::new_up(ErrorType::ReadTimedout);
+        assert_eq!(reason_of(&upstream_timeout), Some(Reason::UpstreamTimeout));
+        let closed = Error::new_down(ErrorType::ConnectionClosed);
+        assert_eq!(reason_of(&closed), None);
+    }
+}

@@ -1,0 +1,176 @@
+//! Runtime: the compiled configuration as one immutable snapshot behind an `ArcSwap`, and the
+//! long-lived state (metrics, access log, certificate resolvers) that snapshots point into.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use http::Method;
+
+use crate::config::{Config, Route};
+use crate::telemetry::{rfc3339_now, AccessLog, Metrics, RouteMetrics};
+use crate::tls::SniResolver;
+use crate::upstream::Upstream;
+
+/// One configuration generation, compiled: what a request reads, loaded once per request.
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub loaded_at: String,
+    pub routes: Vec<CompiledRoute>,
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+/// A route with its metric handles resolved.
+pub struct CompiledRoute {
+    pub route: Route,
+    pub metrics: RouteMetrics,
+}
+
+impl Snapshot {
+    /// The first route whose host, path prefix and method all match.
+    pub fn route(&self, host: &str, path: &str, method: &Method) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|compiled| route_matches(&compiled.route, host, path, method))
+    }
+}
+
+fn route_matches(route: &Route, host: &str, path: &str, method: &Method) -> bool {
+    if let Some(pattern) = &route.host {
+        let matched = match pattern.strip_prefix("*.") {
+            Some(suffix) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+            None => pattern == host,
+        };
+        if !matched {
+            return false;
+        }
+    }
+    if !path.starts_with(route.path_prefix.as_str()) {
+        return false;
+    }
+    match &route.methods {
+        Some(methods) => methods.contains(method),
+        None => true,
+    }
+}
+
+/// Everything that lives as long as the process: the current snapshot and the state that
+/// outlives configuration generations.
+pub struct Runtime {
+    snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: Arc<AccessLog>,
+    /// One resolver per TLS listener, by listener index.
+    pub resolvers: Vec<Option<Arc<SniResolver>>>,
+    pub started_at: SystemTime,
+    pub started: Instant,
+    /// Set once SIGTERM arrived: `/readyz` answers 503.
+    pub draining: AtomicBool,
+    /// Set once every listener accepts connections.
+    pub listening: AtomicBool,
+    pub last_reload_error: ArcSwapOption<String>,
+}
+
+impl Runtime {
+    pub fn new(config: Config) -> Result<Arc<Self>, prometheus::Error> {
+        let metrics = Arc::new(Metrics::new()?);
+        let access_log = Arc::new(AccessLog::new(config.server.access_log.clone()));
+        let resolvers = config
+            .listeners
+            .iter()
+            .map(|listener| {
+                listener
+                    .tls
+                    .as_ref()
+                    .map(|tls| Arc::new(SniResolver::new(&tls.certificates)))
+            })
+            .collect();
+        let snapshot = compile(Arc::new(config), 1, &metrics);
+        metrics.config_generation.set(1);
+        Ok(Arc::new(Runtime {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            access_log,
+            resolvers,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            listening: AtomicBool::new(false),
+            last_reload_error: ArcSwapOption::empty(),
+        }))
+    }
+
+    /// The snapshot in force. A request calls this once and keeps the `Arc` to its end.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.listening.load(Ordering::Acquire) && !self.is_draining()
+    }
+}
+
+/// Build a snapshot from a validated configuration.
+fn compile(config: Arc<Config>, generation: u64, metrics: &Metrics) -> Snapshot {
+    let upstreams: Vec<Arc<Upstream>> = config
+        .upstreams
+        .iter()
+        .map(|u| Arc::new(Upstream::new(u, metrics)))
+        .collect();
+    let routes = config
+        .routes
+        .iter()
+        .map(|route| CompiledRoute {
+            route: route.clone(),
+            metrics: RouteMetrics::new(metrics, &route.name),
+        })
+        .collect();
+    Snapshot {
+        generation,
+        config,
+        loaded_at: rfc3339_now(),
+        routes,
+        upstreams,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: Option<&str>, prefix: &str, methods: Option<Vec<Method>>) -> Route {
+        Route {
+            name: "r".into(),
+            host: host.map(str::to_string),
+            path_prefix: prefix.into(),
+            methods,
+            upstream: 0,
+            limits: vec![],
+            login_queue: None,
+        }
+    }
+
+    #[test]
+    fn host_prefix_and_method() {
+        let r = route(Some("ent.example.test"), "/auth/", Some(vec![Method::POST]));
+        assert!(route_matches(&r, "ent.example.test", "/auth/login", &Method::POST));
+        assert!(!route_matches(&r, "ent.example.test", "/auth/login", &Method::GET));
+        assert!(!route_matches(&r, "other.test", "/auth/login", &Method::POST));
+        assert!(!route_matches(&r, "ent.example.test", "/static", &Method::POST));
+    }
+
+    #[test]
+    fn wildcard_host() {
+        let r = route(Some("*.ent.example.test"), "/", None);
+        assert!(route_matches(&r, "lycee.ent.example.test", "/", &Method::GET));
+        assert!(!route_matches(&r, "ent.example.test", "/", &Method::GET));
+    }
+}

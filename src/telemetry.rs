@@ -1,0 +1,351 @@
+//! Telemetry: the Prometheus registry with every `rempart_` series, and the JSON access log.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Mutex, OnceLock};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use serde::Serialize;
+
+use crate::config::AccessLogTarget;
+
+/// Buckets of `rempart_request_duration_seconds`, from 1 ms to 30 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Every metric Rempart exports, registered in one registry served by the admin `/metrics`.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration_seconds: HistogramVec,
+    pub responses_generated_total: IntCounterVec,
+    pub upstream_requests_total: IntCounterVec,
+    pub connections_active: IntGauge,
+    pub config_generation: IntGauge,
+    pub config_reloads_total: IntCounterVec,
+    pub upstream_server_up: IntGaugeVec,
+    pub datacenter_active: IntGaugeVec,
+    /// Requests between their first byte and their log line; the graceful drain waits on it.
+    pub requests_in_flight: AtomicI64,
+    /// Access-log lines dropped because the writer could not keep up.
+    pub access_log_dropped: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests_total = IntCounterVec::new(
+            Opts::new("rempart_requests_total", "Requests answered, by route and status"),
+            &["route", "status"],
+        )?;
+        let request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "rempart_request_duration_seconds",
+                "Time from the request head to the end of the response, by route",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let responses_generated_total = IntCounterVec::new(
+            Opts::new(
+                "rempart_responses_generated_total",
+                "Answers written by Rempart itself, by reason",
+            ),
+            &["reason"],
+        )?;
+        let upstream_requests_total = IntCounterVec::new(
+            Opts::new(
+                "rempart_upstream_requests_total",
+                "Requests sent to upstream servers, by outcome",
+            ),
+            &["upstream", "datacenter", "outcome"],
+        )?;
+        let connections_active = IntGauge::new(
+            "rempart_connections_active",
+            "Client connections currently open",
+        )?;
+        let config_generation = IntGauge::new(
+            "rempart_config_generation",
+            "Generation of the configuration in force (1 at start, +1 per successful reload)",
+        )?;
+        let config_reloads_total = IntCounterVec::new(
+            Opts::new("rempart_config_reloads_total", "Configuration reloads, by result"),
+            &["result"],
+        )?;
+        let upstream_server_up = IntGaugeVec::new(
+            Opts::new(
+                "rempart_upstream_server_up",
+                "1 when the server counts as up, else 0",
+            ),
+            &["upstream", "datacenter", "server"],
+        )?;
+        let datacenter_active = IntGaugeVec::new(
+            Opts::new(
+                "rempart_datacenter_active",
+                "1 for the datacenter that receives the upstream's traffic",
+            ),
+            &["upstream", "datacenter"],
+        )?;
+        registry.register(Box::new(requests_total.clone()))?;
+        registry.register(Box::new(request_duration_seconds.clone()))?;
+        registry.register(Box::new(responses_generated_total.clone()))?;
+        registry.register(Box::new(upstream_requests_total.clone()))?;
+        registry.register(Box::new(connections_active.clone()))?;
+        registry.register(Box::new(config_generation.clone()))?;
+        registry.register(Box::new(config_reloads_total.clone()))?;
+        registry.register(Box::new(upstream_server_up.clone()))?;
+        registry.register(Box::new(datacenter_active.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests_total,
+            request_duration_seconds,
+            responses_generated_total,
+            upstream_requests_total,
+            connections_active,
+            config_generation,
+            config_reloads_total,
+            upstream_server_up,
+            datacenter_active,
+            requests_in_flight: AtomicI64::new(0),
+            access_log_dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// The Prometheus text exposition of every registered series.
+    pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// A route's metric handles, resolved once per configuration generation so that a request
+/// never looks a label set up in the registry's map.
+pub struct RouteMetrics {
+    pub duration: Histogram,
+    route: String,
+    requests_total: IntCounterVec,
+    by_status: Box<[OnceLock<IntCounter>]>,
+}
+
+impl RouteMetrics {
+    pub fn new(metrics: &Metrics, route: &str) -> Self {
+        RouteMetrics {
+            duration: metrics.request_duration_seconds.with_label_values(&[route]),
+            route: route.to_string(),
+            requests_total: metrics.requests_total.clone(),
+            by_status: (100..600).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Count one answered request with this status.
+    pub fn count(&self, status: u16) {
+        let counter = match self.by_status.get(usize::from(status).wrapping_sub(100)) {
+            Some(cell) => cell.get_or_init(|| {
+                self.requests_total
+                    .with_label_values(&[self.route.as_str(), &status.to_string()])
+            }),
+            None => {
+                // Outside 100..600: never cached, counted under its own label.
+                self.requests_total
+                    .with_label_values(&[self.route.as_str(), &status.to_string()])
+                    .inc();
+                return;
+            }
+        };
+        counter.inc();
+    }
+}
+
+/// One access-log line. Query strings and cookies are never part of it.
+#[derive(Serialize)]
+pub struct AccessRecord<'a> {
+    pub ts: &'a str,
+    pub client_ip: &'a str,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub datacenter: &'a str,
+    pub server: &'a str,
+    pub duration_ms: f64,
+    pub upstream_ms: Option<f64>,
+    pub queue_ms: Option<f64>,
+    pub retries: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    pub request_id: &'a str,
+}
+
+/// Lines waiting for the writer before new ones are dropped (and counted).
+const ACCESS_LOG_BACKLOG: usize = 65_536;
+
+/// The access log: request tasks hand finished lines to one writer thread through a bounded,
+/// lock-free channel, so a slow terminal or disk never stalls a request.
+pub struct AccessLog {
+    target: AccessLogTarget,
+    sender: Option<SyncSender<String>>,
+    receiver: Mutex<Option<Receiver<String>>>,
+}
+
+impl AccessLog {
+    pub fn new(target: AccessLogTarget) -> Self {
+        if target == AccessLogTarget::Off {
+            return AccessLog {
+                target,
+                sender: None,
+                receiver: Mutex::new(None),
+            };
+        }
+        let (sender, receiver) = sync_channel(ACCESS_LOG_BACKLOG);
+        AccessLog {
+            target,
+            sender: Some(sender),
+            receiver: Mutex::new(Some(receiver)),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    /// Queue one record; returns false when it had to be dropped.
+    pub fn write(&self, record: &AccessRecord<'_>) -> bool {
+        let Some(sender) = &self.sender else {
+            return true;
+        };
+        let mut line = match serde_json::to_string(record) {
+            Ok(line) => line,
+            Err(_) => return false,
+        };
+        line.push('\n');
+        match sender.try_send(line) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Start the writer thread. Called once, after any daemon fork; later calls do nothing.
+    pub fn start_writer(&self) -> std::io::Result<()> {
+        let receiver = match self.receiver.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(_) => None,
+        };
+        let Some(receiver) = receiver else {
+            return Ok(());
+        };
+        let mut out: Box<dyn Write + Send> = match &self.target {
+            AccessLogTarget::Off => return Ok(()),
+            AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+            AccessLogTarget::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        };
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                let mut buf = Vec::with_capacity(64 * 1024);
+                while let Ok(line) = receiver.recv() {
+                    buf.extend_from_slice(line.as_bytes());
+                    // Batch whatever else is already waiting, then write once.
+                    while buf.len() < 60 * 1024 {
+                        match receiver.try_recv() {
+                            Ok(line) => buf.extend_from_slice(line.as_bytes()),
+                            Err(_) => break,
+                        }
+                    }
+                    if out.write_all(&buf).and_then(|_| out.flush()).is_err() {
+                        // Nowhere to report to but stderr; keep serving.
+                        eprintln!("rempart: cannot write the access log");
+                    }
+                    buf.clear();
+                }
+            })?;
+        Ok(())
+    }
+}
+
+/// The time now as RFC 3339 UTC with milliseconds, e.g. `2026-11-29T10:18:41.123Z`.
+pub fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let millis = now.subsec_millis();
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a (year, month, day) civil date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Current value of the in-flight request counter.
+pub fn in_flight(metrics: &Metrics) -> i64 {
+    metrics.requests_in_flight.load(Ordering::Acquire)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(18_723), (2021, 4, 6));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn route_metrics_count_by_status() {
+        let metrics = Metrics::new().expect("registry");
+        let route = RouteMetrics::new(&metrics, "login");
+        route.count(200);
+        route.count(200);
+        route.count(404);
+        route.count(999);
+        assert_eq!(
+            metrics
+                .requests_total
+                .with_label_values(&["login", "200"])
+                .get(),
+            2
+        );
+        assert_eq!(
+            metrics
+                .requests_total
+                .with_label_values(&["login", "999"])
+                .get(),
+            1
+        );
+        let text = String::from_utf8(metrics.render().expect("render")).expect("utf8");
+        assert!(text.contains("rempart_requests_total{route=\"login\",status=\"404\"} 1"));
+    }
+}
