@@ -106,14 +106,16 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
     let mut service = Service::new("rempart proxy".to_string(), edge);
     for (index, listener) in listeners.iter().enumerate() {
         let address = listener.address.to_string();
-        match (&listener.tls, runtime.resolvers.get(index).cloned().flatten()) {
+        match (
+            &listener.tls,
+            runtime.resolvers.get(index).cloned().flatten(),
+        ) {
             (Some(tls), Some(resolver)) => {
-                let mut settings = TlsSettings::intermediate("", "").map_err(|e| {
-                    StartError::Bind {
+                let mut settings =
+                    TlsSettings::intermediate("", "").map_err(|e| StartError::Bind {
                         address: listener.address,
                         source: std::io::Error::other(e.to_string()),
-                    }
-                })?;
+                    })?;
                 settings.set_cert_resolver(resolver);
                 if tls.http2 {
                     settings.enable_h2();
@@ -176,16 +178,50 @@ struct Lifecycle {
     addresses: Vec<SocketAddr>,
 }
 
-/// Where to connect to reach a listener bound to `address` (a wildcard means loopback).
-fn probe_address(address: SocketAddr) -> SocketAddr {
-    let mut probe = address;
-    if address.ip().is_unspecified() {
-        probe.set_ip(match address {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
+/// The TCP ports with a socket in LISTEN state on this machine, from `/proc/net/tcp{,6}`.
+/// Watching the kernel's table tells when pingora has bound the listeners without opening
+/// connections to them (a TLS listener would log each probe as a failed handshake).
+fn listening_ports() -> std::io::Result<std::collections::HashSet<u16>> {
+    let mut ports = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = match std::fs::read_to_string(table) {
+            Ok(text) => text,
+            Err(e) if table.ends_with('6') && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for line in text.lines().skip(1) {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1);
+            let state = fields.nth(1);
+            if let (Some(local), Some("0A")) = (local, state) {
+                if let Some(port) = local
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                {
+                    ports.insert(port);
+                }
+            }
+        }
     }
-    probe
+    Ok(ports)
+}
+
+/// Whether every address accepts connections: by the kernel's table where there is one, else
+/// by connecting.
+fn all_listening(addresses: &[SocketAddr]) -> bool {
+    match listening_ports() {
+        Ok(ports) => addresses.iter().all(|a| ports.contains(&a.port())),
+        Err(_) => addresses.iter().all(|address| {
+            let mut probe = *address;
+            if address.ip().is_unspecified() {
+                probe.set_ip(match address {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            TcpStream::connect_timeout(&probe, Duration::from_millis(100)).is_ok()
+        }),
+    }
 }
 
 #[async_trait]
@@ -198,13 +234,10 @@ impl BackgroundService for Lifecycle {
 
         // Ready once every listener accepts a connection (bounded: 30 s).
         let runtime = self.runtime.clone();
-        let probes: Vec<SocketAddr> = self.addresses.iter().copied().map(probe_address).collect();
+        let addresses = self.addresses.clone();
         tokio::spawn(async move {
             for _ in 0..1500 {
-                let all_up = probes.iter().all(|address| {
-                    TcpStream::connect_timeout(address, Duration::from_millis(100)).is_ok()
-                });
-                if all_up {
+                if all_listening(&addresses) {
                     runtime.listening.store(true, Ordering::Release);
                     tracing::info!("rempart ready");
                     return;

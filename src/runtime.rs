@@ -161,16 +161,41 @@ mod tests {
     #[test]
     fn host_prefix_and_method() {
         let r = route(Some("ent.example.test"), "/auth/", Some(vec![Method::POST]));
-        assert!(route_matches(&r, "ent.example.test", "/auth/login", &Method::POST));
-        assert!(!route_matches(&r, "ent.example.test", "/auth/login", &Method::GET));
-        assert!(!route_matches(&r, "other.test", "/auth/login", &Method::POST));
-        assert!(!route_matches(&r, "ent.example.test", "/static", &Method::POST));
+        assert!(route_matches(
+            &r,
+            "ent.example.test",
+            "/auth/login",
+            &Method::POST
+        ));
+        assert!(!route_matches(
+            &r,
+            "ent.example.test",
+            "/auth/login",
+            &Method::GET
+        ));
+        assert!(!route_matches(
+            &r,
+            "other.test",
+            "/auth/login",
+            &Method::POST
+        ));
+        assert!(!route_matches(
+            &r,
+            "ent.example.test",
+            "/static",
+            &Method::POST
+        ));
     }
 
     #[test]
     fn wildcard_host() {
         let r = route(Some("*.ent.example.test"), "/", None);
-        assert!(route_matches(&r, "lycee.ent.example.test", "/", &Method::GET));
+        assert!(route_matches(
+            &r,
+            "lycee.ent.example.test",
+            "/",
+            &Method::GET
+        ));
         assert!(!route_matches(&r, "ent.example.test", "/", &Method::GET));
     }
 }

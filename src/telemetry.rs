@@ -40,7 +40,10 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests_total = IntCounterVec::new(
-            Opts::new("rempart_requests_total", "Requests answered, by route and status"),
+            Opts::new(
+                "rempart_requests_total",
+                "Requests answered, by route and status",
+            ),
             &["route", "status"],
         )?;
         let request_duration_seconds = HistogramVec::new(
@@ -74,7 +77,10 @@ impl Metrics {
             "Generation of the configuration in force (1 at start, +1 per successful reload)",
         )?;
         let config_reloads_total = IntCounterVec::new(
-            Opts::new("rempart_config_reloads_total", "Configuration reloads, by result"),
+            Opts::new(
+                "rempart_config_reloads_total",
+                "Configuration reloads, by result",
+            ),
             &["result"],
         )?;
         let upstream_server_up = IntGaugeVec::new(

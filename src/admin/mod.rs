@@ -58,7 +58,10 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/status", get(status::status))
         .route("/metrics", get(metrics))
         .route("/config", get(config))
-        .route_layer(middleware::from_fn_with_state(runtime.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            runtime.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(guarded)
@@ -121,7 +124,10 @@ async fn metrics(State(runtime): State<Arc<Runtime>>) -> Result<Response, AdminE
         .render()
         .map_err(|e| AdminError::Internal(e.to_string()))?;
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response())

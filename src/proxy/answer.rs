@@ -251,7 +251,9 @@ mod tests {
     fn json_preference() {
         assert!(prefers_json(b"application/json"));
         assert!(prefers_json(b"application/json, text/plain;q=0.5"));
-        assert!(!prefers_json(b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"));
+        assert!(!prefers_json(
+            b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
         assert!(!prefers_json(b"text/html, application/json;q=0.9"));
         assert!(!prefers_json(b"*/*"));
         assert!(!prefers_json(b"application/json;q=0"));

@@ -132,11 +132,7 @@ mod tests {
         let trusted = nets(&["10.0.0.0/8", "127.0.0.1/32"]);
         let ip = client_ip(
             "127.0.0.1".parse().unwrap(),
-            [
-                b"6.6.6.6, 198.51.100.7".as_slice(),
-                b"10.1.2.3".as_slice(),
-            ]
-            .into_iter(),
+            [b"6.6.6.6, 198.51.100.7".as_slice(), b"10.1.2.3".as_slice()].into_iter(),
             &trusted,
         );
         assert_eq!(ip, "198.51.100.7".parse::<IpAddr>().unwrap());

@@ -177,8 +177,17 @@ fn reason_of(e: &Error) -> Option<Reason> {
 
 impl RempartProxy {
     /// Write an answer of Rempart's own and remember why, for metrics and the log.
-    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx, answer: Answer) {
+    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx, mut answer: Answer) {
         ctx.reason = Some(answer.reason);
+        // A body left unread would be taken for the next request: close instead.
+        let headers = &session.req_header().headers;
+        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+            || headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        if has_body && !session.is_body_done() {
+            answer.close = true;
+        }
         self.runtime
             .metrics
             .responses_generated_total
@@ -245,6 +254,9 @@ impl ProxyHttp for RempartProxy {
             _ => self.request_ids.next(),
         };
 
+        // Conflicting framing (Content-Length with Transfer-Encoding, a final coding other
+        // than chunked) is settled by pingora's HTTP/1 parser before this hook: it refuses
+        // the request or keeps chunked framing and closes the connection afterwards.
         if head_bytes(req) > server.max_header_bytes {
             ctx.snapshot = Some(snapshot);
             self.answer(session, ctx, Answer::new(Reason::HeadersTooLarge))
@@ -266,7 +278,8 @@ impl ProxyHttp for RempartProxy {
         ctx.route = snapshot.route(&ctx.host, req.uri.path(), &req.method);
         ctx.snapshot = Some(snapshot);
         if ctx.route.is_none() {
-            self.answer(session, ctx, Answer::new(Reason::NoRoute)).await;
+            self.answer(session, ctx, Answer::new(Reason::NoRoute))
+                .await;
             return Ok(true);
         }
         Ok(false)

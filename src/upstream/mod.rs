@@ -197,35 +197,35 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         Upstream::new(
             &config::Upstream {
-            name: "ent".into(),
-            datacenters: vec![config::Datacenter {
-                name: "dc-a".into(),
-                servers: servers.iter().map(|s| s.parse().unwrap()).collect(),
-            }],
-            min_healthy: config::MinHealthy::Count(1),
-            health_check: config::HealthCheck {
-                path: "/healthz".into(),
-                interval: Duration::from_secs(1),
-                timeout: Duration::from_millis(500),
-                rise: 2,
-                fall: 2,
-            },
-            outlier: config::Outlier {
-                consecutive_failures: 3,
-                eject_for: Duration::from_secs(10),
-            },
-            failback_after: Duration::from_secs(30),
-            when_all_down: config::WhenAllDown::Maintenance,
-            timeouts: config::UpstreamTimeouts {
-                connect: Duration::from_secs(1),
-                response: Duration::from_secs(30),
-                idle: Duration::from_secs(60),
-                per_try: None,
-            },
-            retries: config::Retries {
-                attempts: 2,
-                budget: 0.2,
-            },
+                name: "ent".into(),
+                datacenters: vec![config::Datacenter {
+                    name: "dc-a".into(),
+                    servers: servers.iter().map(|s| s.parse().unwrap()).collect(),
+                }],
+                min_healthy: config::MinHealthy::Count(1),
+                health_check: config::HealthCheck {
+                    path: "/healthz".into(),
+                    interval: Duration::from_secs(1),
+                    timeout: Duration::from_millis(500),
+                    rise: 2,
+                    fall: 2,
+                },
+                outlier: config::Outlier {
+                    consecutive_failures: 3,
+                    eject_for: Duration::from_secs(10),
+                },
+                failback_after: Duration::from_secs(30),
+                when_all_down: config::WhenAllDown::Maintenance,
+                timeouts: config::UpstreamTimeouts {
+                    connect: Duration::from_secs(1),
+                    response: Duration::from_secs(30),
+                    idle: Duration::from_secs(60),
+                    per_try: None,
+                },
+                retries: config::Retries {
+                    attempts: 2,
+                    budget: 0.2,
+                },
             },
             &metrics,
         )
