@@ -9,6 +9,8 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use http::Method;
 
 use crate::config::{Config, Route};
+use crate::queue::LoginQueue;
+use crate::shield::Shield;
 use crate::telemetry::{rfc3339_now, AccessLog, Metrics, RouteMetrics};
 use crate::tls::SniResolver;
 use crate::upstream::Upstream;
@@ -20,6 +22,9 @@ pub struct Snapshot {
     pub loaded_at: String,
     pub routes: Vec<CompiledRoute>,
     pub upstreams: Vec<Arc<Upstream>>,
+    pub shield: Arc<Shield>,
+    /// By index of `Config::login_queues`.
+    pub queues: Vec<Arc<LoginQueue>>,
 }
 
 /// A route with its metric handles resolved.
@@ -133,12 +138,19 @@ fn compile(config: Arc<Config>, generation: u64, metrics: &Metrics) -> Snapshot 
             metrics: RouteMetrics::new(metrics, &route.name),
         })
         .collect();
+    let shield = Arc::new(Shield::compile(&config, metrics));
+    let queues = LoginQueue::compile_all(&config, metrics)
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     Snapshot {
         generation,
         config,
         loaded_at: rfc3339_now(),
         routes,
         upstreams,
+        shield,
+        queues,
     }
 }
 

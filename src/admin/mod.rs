@@ -1,7 +1,10 @@
 //! The admin service: health, readiness, status, metrics and configuration, on its own port
 //! and its own runtime, apart from the proxy path.
 
+mod queues;
+mod shield;
 mod status;
+mod upstreams;
 
 use std::net::TcpListener as StdTcpListener;
 use std::sync::{Arc, Mutex};
@@ -58,6 +61,9 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/status", get(status::status))
         .route("/metrics", get(metrics))
         .route("/config", get(config))
+        .merge(upstreams::routes())
+        .merge(shield::routes())
+        .merge(queues::routes())
         .route_layer(middleware::from_fn_with_state(
             runtime.clone(),
             require_token,

@@ -1,11 +1,10 @@
 //! `GET /status`: the state of the running proxy as JSON.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::runtime::Runtime;
 use crate::telemetry::in_flight;
@@ -13,44 +12,6 @@ use crate::telemetry::in_flight;
 pub async fn status(State(runtime): State<Arc<Runtime>>) -> Json<Value> {
     let snapshot = runtime.load();
     let config = &snapshot.config;
-
-    let mut upstreams = Map::new();
-    for upstream in &snapshot.upstreams {
-        let active = upstream.active_datacenter();
-        let datacenters: Vec<Value> = upstream
-            .datacenters
-            .iter()
-            .enumerate()
-            .map(|(index, dc)| {
-                let servers: Vec<Value> = dc
-                    .servers
-                    .iter()
-                    .map(|server| {
-                        json!({
-                            "address": server.address.to_string(),
-                            "health": "unknown",
-                            "in_flight": server.in_flight.load(Ordering::Relaxed),
-                            "requests": server.requests.load(Ordering::Relaxed),
-                            "failures": server.failures.load(Ordering::Relaxed),
-                        })
-                    })
-                    .collect();
-                json!({
-                    "name": dc.name,
-                    "active": index == active,
-                    "state": if index == active { "active" } else { "standby" },
-                    "servers": servers,
-                })
-            })
-            .collect();
-        upstreams.insert(
-            upstream.name.clone(),
-            json!({
-                "active_datacenter": upstream.datacenters.get(active).map(|dc| dc.name.as_str()),
-                "datacenters": datacenters,
-            }),
-        );
-    }
 
     let routes: Vec<Value> = snapshot
         .routes
@@ -92,6 +53,9 @@ pub async fn status(State(runtime): State<Arc<Runtime>>) -> Json<Value> {
         "requests_in_flight": in_flight(&runtime.metrics),
         "listeners": listeners,
         "routes": routes,
-        "upstreams": upstreams,
+        "upstreams": super::upstreams::status(&runtime, &snapshot),
+        "limits": super::shield::limits_status(&runtime, &snapshot),
+        "bans": super::shield::bans_status(&runtime, &snapshot),
+        "queues": super::queues::status(&runtime, &snapshot),
     }))
 }

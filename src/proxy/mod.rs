@@ -77,6 +77,13 @@ pub struct RequestCtx {
     retries: u32,
     try_started: Option<Instant>,
     upstream_ms: Option<f64>,
+    /// The shield's view of this request (limits charged, form fields read).
+    #[allow(dead_code)] // read once the shield is wired into the pipeline
+    shield: crate::shield::RequestState,
+    /// The login queue's view of this request (admission permit, ticket, pass).
+    #[allow(dead_code)] // read once the login queue is wired into the pipeline
+    queue: crate::queue::RequestState,
+    queue_ms: Option<f64>,
 }
 
 impl RequestCtx {
@@ -222,6 +229,9 @@ impl ProxyHttp for RempartProxy {
             retries: 0,
             try_started: None,
             upstream_ms: None,
+            shield: Default::default(),
+            queue: Default::default(),
+            queue_ms: None,
         }
     }
 
@@ -500,7 +510,7 @@ impl ProxyHttp for RempartProxy {
             server: &server,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream_ms: ctx.upstream_ms,
-            queue_ms: None,
+            queue_ms: ctx.queue_ms,
             retries: ctx.retries,
             reason: ctx.reason.map(Reason::as_str),
             request_id: &ctx.request_id,
