@@ -67,7 +67,10 @@ pub struct TlsClientOpts {
 
 impl Default for TlsClientOpts {
     fn default() -> Self {
-        TlsClientOpts { alpn: Alpn::H2AndH1, version: None }
+        TlsClientOpts {
+            alpn: Alpn::H2AndH1,
+            version: None,
+        }
     }
 }
 
@@ -80,15 +83,27 @@ pub fn tls_client(resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
 
 /// A TLS client that offers only HTTP/1.1.
 pub fn tls_client_h1(resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
-    tls_client_with(resolve, TlsClientOpts { alpn: Alpn::H1, version: None })
+    tls_client_with(
+        resolve,
+        TlsClientOpts {
+            alpn: Alpn::H1,
+            version: None,
+        },
+    )
 }
 
 /// A TLS client that offers only h2 by ALPN (fails when the server does not speak HTTP/2).
 pub fn h2_client(resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
-    tls_builder(resolve, None).http2_prior_knowledge().build().expect("build the HTTP/2 client")
+    tls_builder(resolve, None)
+        .http2_prior_knowledge()
+        .build()
+        .expect("build the HTTP/2 client")
 }
 
-fn tls_builder(resolve: &[(&str, SocketAddr)], version: Option<reqwest::tls::Version>) -> reqwest::ClientBuilder {
+fn tls_builder(
+    resolve: &[(&str, SocketAddr)],
+    version: Option<reqwest::tls::Version>,
+) -> reqwest::ClientBuilder {
     let mut b = reqwest::Client::builder()
         .no_proxy()
         .use_rustls_tls()
@@ -138,7 +153,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -146,7 +166,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -167,7 +192,11 @@ pub enum TlsVersions {
 
 /// A rustls client configuration. `verify`: check the chain against the dev CA (else accept
 /// anything, to look at whatever the server sends).
-pub fn rustls_client_config(verify: bool, versions: TlsVersions, alpn: &[&str]) -> rustls::ClientConfig {
+pub fn rustls_client_config(
+    verify: bool,
+    versions: TlsVersions,
+    alpn: &[&str],
+) -> rustls::ClientConfig {
     let vers: &[&'static rustls::SupportedProtocolVersion] = match versions {
         TlsVersions::Both => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersions::Tls12 => &[&rustls::version::TLS12],
@@ -242,7 +271,10 @@ pub struct TlsProbe {
 impl TlsProbe {
     /// Whether the leaf is the first certificate of this PEM file (relative to the repo root).
     pub fn leaf_is(&self, pem_file: &str) -> bool {
-        pem_certs(&repo_path(pem_file)).first().map(|c| c.as_ref() == &self.leaf[..]).unwrap_or(false)
+        pem_certs(&repo_path(pem_file))
+            .first()
+            .map(|c| c.as_ref() == &self.leaf[..])
+            .unwrap_or(false)
     }
 }
 
@@ -256,7 +288,9 @@ pub async fn tls_probe(
 ) -> io::Result<TlsProbe> {
     let mut cfg = rustls_client_config(false, versions, alpn);
     let name = match sni {
-        Some(n) => ServerName::try_from(n.to_string()).map_err(|e| io::Error::other(e.to_string()))?,
+        Some(n) => {
+            ServerName::try_from(n.to_string()).map_err(|e| io::Error::other(e.to_string()))?
+        }
         None => {
             cfg.enable_sni = false;
             ServerName::try_from("no-sni.invalid".to_string()).unwrap()
@@ -276,7 +310,9 @@ pub async fn tls_probe(
             names: cert_names(&leaf),
             leaf,
             version: conn.protocol_version(),
-            alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+            alpn: conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
         })
     };
     tokio::time::timeout(Duration::from_secs(5), fut)
@@ -292,7 +328,8 @@ pub async fn tls_connect(
 ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let cfg = rustls_client_config(true, TlsVersions::Both, alpn);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let name = ServerName::try_from(sni.to_string()).map_err(|e| io::Error::other(e.to_string()))?;
+    let name =
+        ServerName::try_from(sni.to_string()).map_err(|e| io::Error::other(e.to_string()))?;
     let fut = async {
         let tcp = TcpStream::connect(addr).await?;
         connector.connect(name, tcp).await
@@ -356,7 +393,11 @@ impl RawAnswer {
 }
 
 /// Connect, write `bytes`, and read until the server closes or `timeout` passes.
-pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> io::Result<RawAnswer> {
+pub async fn raw_exchange(
+    addr: SocketAddr,
+    bytes: &[u8],
+    timeout: Duration,
+) -> io::Result<RawAnswer> {
     raw_exchange_until(addr, bytes, timeout, |_| false).await
 }
 
@@ -395,7 +436,12 @@ pub async fn raw_exchange_until(
                     break;
                 }
             }
-            Ok(Err(e)) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) => {
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) =>
+            {
                 closed = true;
                 reset = true;
                 break;
@@ -409,20 +455,33 @@ pub async fn raw_exchange_until(
         }
         closed = true;
     }
-    Ok(RawAnswer { data, closed, reset })
+    Ok(RawAnswer {
+        data,
+        closed,
+        reset,
+    })
 }
 
 /// Whether `data` holds at least one complete HTTP/1.x response (head, and a body framed by
 /// Content-Length or chunked encoding).
 pub fn has_complete_response(data: &[u8]) -> bool {
-    let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
     let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
     let body = &data[end + 4..];
-    if head.lines().any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked")) {
+    if head
+        .lines()
+        .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"))
+    {
         return crate::http1::dechunk(body).is_some();
     }
     match head.lines().find_map(|l| l.strip_prefix("content-length:")) {
-        Some(n) => n.trim().parse::<usize>().map(|n| body.len() >= n).unwrap_or(false),
+        Some(n) => n
+            .trim()
+            .parse::<usize>()
+            .map(|n| body.len() >= n)
+            .unwrap_or(false),
         None => head.starts_with("http/1.1 204") || head.starts_with("http/1.1 304"),
     }
 }
@@ -441,7 +500,9 @@ pub type Wss = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStrea
 pub async fn ws_connect(addr: SocketAddr, path: &str) -> Result<Ws, String> {
     let url = format!("ws://{addr}{path}");
     let fut = async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
         tokio_tungstenite::client_async(url.as_str(), tcp)
             .await
             .map(|(ws, _)| ws)
@@ -456,7 +517,9 @@ pub async fn ws_connect(addr: SocketAddr, path: &str) -> Result<Ws, String> {
 pub async fn wss_connect(addr: SocketAddr, sni: &str, path: &str) -> Result<Wss, String> {
     let url = format!("wss://{sni}:{}{path}", addr.port());
     let fut = async {
-        let tls = tls_connect(addr, sni, &["http/1.1"]).await.map_err(|e| format!("TLS to {addr} ({sni}): {e}"))?;
+        let tls = tls_connect(addr, sni, &["http/1.1"])
+            .await
+            .map_err(|e| format!("TLS to {addr} ({sni}): {e}"))?;
         tokio_tungstenite::client_async(url.as_str(), tls)
             .await
             .map(|(ws, _)| ws)
@@ -468,19 +531,26 @@ pub async fn wss_connect(addr: SocketAddr, sni: &str, path: &str) -> Result<Wss,
 }
 
 /// Send `msg` and wait (5 s) for the next data message.
-pub async fn ws_roundtrip<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, msg: WsMessage) -> Result<WsMessage, String>
+pub async fn ws_roundtrip<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    msg: WsMessage,
+) -> Result<WsMessage, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use futures_util::{SinkExt, StreamExt};
-    ws.send(msg).await.map_err(|e| format!("WebSocket send: {e}"))?;
+    ws.send(msg)
+        .await
+        .map_err(|e| format!("WebSocket send: {e}"))?;
     let fut = async {
         loop {
             match ws.next().await {
                 None => return Err("WebSocket closed before the echo".to_string()),
                 Some(Err(e)) => return Err(format!("WebSocket receive: {e}")),
                 Some(Ok(m @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => return Ok(m),
-                Some(Ok(WsMessage::Close(f))) => return Err(format!("WebSocket closed by the server: {f:?}")),
+                Some(Ok(WsMessage::Close(f))) => {
+                    return Err(format!("WebSocket closed by the server: {f:?}"))
+                }
                 Some(Ok(_)) => continue,
             }
         }

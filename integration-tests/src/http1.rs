@@ -18,7 +18,10 @@ pub struct Answer {
 impl Answer {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -53,7 +56,10 @@ pub fn request(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "answer not complete in time"));
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "answer not complete in time",
+            ));
         }
         s.set_read_timeout(Some(left))?;
         match s.read(&mut chunk) {
@@ -68,7 +74,12 @@ pub fn request(
         }
     }
     parse_complete(&buf)
-        .or_else(|| parse_head(&buf).map(|(a, off)| Answer { body: buf[off..].to_vec(), ..a }))
+        .or_else(|| {
+            parse_head(&buf).map(|(a, off)| Answer {
+                body: buf[off..].to_vec(),
+                ..a
+            })
+        })
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no HTTP answer"))
 }
 
@@ -97,7 +108,14 @@ fn parse_head(buf: &[u8]) -> Option<(Answer, usize)> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Some((Answer { status, headers, body: Vec::new() }, end + 4))
+    Some((
+        Answer {
+            status,
+            headers,
+            body: Vec::new(),
+        },
+        end + 4,
+    ))
 }
 
 /// A complete answer when the buffer holds one (by Content-Length or chunked framing).
@@ -107,7 +125,9 @@ fn parse_complete(buf: &[u8]) -> Option<Answer> {
     if a.status == 204 || a.status == 304 || (100..200).contains(&a.status) {
         return Some(a);
     }
-    if a.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+    if a.header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
         a.body = dechunk(rest)?;
         return Some(a);
     }

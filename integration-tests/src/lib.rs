@@ -5,6 +5,7 @@
 //!   they answer, read their output, and kill them on drop (even when a test fails).
 //! - [`clients`]: HTTP clients (plain, TLS trusting the dev CA, HTTP/2), a raw TLS probe that
 //!   reports the certificate chosen by SNI, a raw TCP exchange for malformed requests, WebSockets.
+//! - [`stack`]: origins in two datacenters with rempart in front, from a generated YAML.
 //! - [`http1`]: a tiny blocking HTTP/1.1 client used by the harness itself (no runtime needed).
 //!
 //! Every wait is bounded and polls with a deadline; nothing sleeps a fixed time to wait for a state.
@@ -13,10 +14,12 @@ pub mod clients;
 pub mod http1;
 pub mod origin;
 pub mod process;
+pub mod stack;
 
 pub use clients::*;
 pub use origin::{OriginArgs, OriginStats, LOGIN_QUOTA_BODY};
 pub use process::*;
+pub use stack::*;
 
 use std::time::{Duration, Instant};
 

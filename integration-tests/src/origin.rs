@@ -27,7 +27,10 @@ pub const LOGIN_QUOTA_BODY: &str = "connection quota reached, wait for others to
 
 /// Command line of `ent-origin`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ent-origin", about = "A stand-in ENT backend for Rempart's tests and benchmarks")]
+#[command(
+    name = "ent-origin",
+    about = "A stand-in ENT backend for Rempart's tests and benchmarks"
+)]
 pub struct OriginArgs {
     /// Address to listen on, e.g. 127.0.0.1:18081.
     #[arg(long)]
@@ -52,7 +55,9 @@ pub struct OriginArgs {
 /// `250ms`, `2s`, `1m`, `1h`, `1500us` (a bare number is milliseconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
     let secs = match unit {
@@ -166,8 +171,14 @@ impl Counters {
             return;
         }
         let mut map = self.by_path.write().unwrap();
-        let key = if map.len() >= MAX_PATH_KEYS && !map.contains_key(top) { "(other)" } else { top };
-        map.entry(key.to_string()).or_default().fetch_add(1, Relaxed);
+        let key = if map.len() >= MAX_PATH_KEYS && !map.contains_key(top) {
+            "(other)"
+        } else {
+            top
+        };
+        map.entry(key.to_string())
+            .or_default()
+            .fetch_add(1, Relaxed);
     }
 
     fn count_request_id(&self, headers: &HeaderMap) {
@@ -192,8 +203,10 @@ impl Counters {
         }
         self.by_path.write().unwrap().clear();
         // In-flight gauges stay (requests are still running); their maxima restart from them.
-        self.max_in_flight.store(self.in_flight.load(Relaxed), Relaxed);
-        self.login_max_in_flight.store(self.login_in_flight.load(Relaxed), Relaxed);
+        self.max_in_flight
+            .store(self.in_flight.load(Relaxed), Relaxed);
+        self.login_max_in_flight
+            .store(self.login_in_flight.load(Relaxed), Relaxed);
         self.logins_total.store(0, Relaxed);
         self.login_rejected.store(0, Relaxed);
         for s in &self.ids {
@@ -317,16 +330,20 @@ pub fn run(args: OriginArgs) -> std::io::Result<()> {
 fn text(status: StatusCode, body: impl Into<Body>) -> Response {
     let mut r = Response::new(body.into());
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 fn json(status: StatusCode, v: &impl Serialize) -> Response {
     let mut r = Response::new(Body::from(serde_json::to_vec(v).unwrap()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -345,7 +362,10 @@ async fn handle(State(st): State<Shared>, req: Request) -> Response {
 
     let c = &st.c;
     c.requests_total.fetch_add(1, Relaxed);
-    let mi = METHODS.iter().position(|m| *m == req.method().as_str()).unwrap_or(METHODS.len());
+    let mi = METHODS
+        .iter()
+        .position(|m| *m == req.method().as_str())
+        .unwrap_or(METHODS.len());
     c.by_method[mi].fetch_add(1, Relaxed);
     c.count_path(&path);
     c.count_request_id(req.headers());
@@ -376,7 +396,10 @@ async fn handle(State(st): State<Shared>, req: Request) -> Response {
         return login(&st, req).await;
     }
     if let Some(code) = path.strip_prefix("/status/") {
-        let code = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok());
+        let code = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok());
         return match code {
             Some(code) if code.as_u16() >= 200 => {
                 text(code, format!("status {} from {}\n", code.as_u16(), st.name))

@@ -74,7 +74,10 @@ pub fn ent_origin_bin() -> Result<PathBuf, String> {
     if let Ok(p) = std::env::var("ENT_ORIGIN_BIN") {
         return Ok(PathBuf::from(p));
     }
-    let mut candidates: Vec<PathBuf> = exe_dirs().into_iter().map(|d| d.join("ent-origin")).collect();
+    let mut candidates: Vec<PathBuf> = exe_dirs()
+        .into_iter()
+        .map(|d| d.join("ent-origin"))
+        .collect();
     candidates.push(workspace_root().join("target/debug/ent-origin"));
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
         format!(
@@ -91,7 +94,10 @@ pub fn rempart_bin() -> Result<PathBuf, String> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!("REMPART_BIN={} does not exist: build rempart first: cargo build", p.display()))
+            Err(format!(
+                "REMPART_BIN={} does not exist: build rempart first: cargo build",
+                p.display()
+            ))
         };
     }
     let mut candidates: Vec<PathBuf> = exe_dirs().into_iter().map(|d| d.join("rempart")).collect();
@@ -183,7 +189,12 @@ impl Origin {
         Self::start_on(&ent_origin_bin()?, addr, name, extra_args)
     }
 
-    fn start_on(bin: &Path, addr: SocketAddr, name: &str, extra_args: &[&str]) -> Result<Origin, String> {
+    fn start_on(
+        bin: &Path,
+        addr: SocketAddr,
+        name: &str,
+        extra_args: &[&str],
+    ) -> Result<Origin, String> {
         let mut cmd = Command::new(bin);
         cmd.arg("--listen")
             .arg(addr.to_string())
@@ -194,8 +205,14 @@ impl Origin {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         die_with_parent(&mut cmd);
-        let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let mut o = Origin { child, addr, name: name.to_string() };
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut o = Origin {
+            child,
+            addr,
+            name: name.to_string(),
+        };
         let deadline = Instant::now() + ORIGIN_START_TIMEOUT;
         loop {
             if let Ok(Some(st)) = o.child.try_wait() {
@@ -210,7 +227,8 @@ impl Origin {
                     err.trim()
                 ));
             }
-            if let Ok(a) = http1::request(addr, "GET", "/healthz", &[], b"", Duration::from_secs(1)) {
+            if let Ok(a) = http1::request(addr, "GET", "/healthz", &[], b"", Duration::from_secs(1))
+            {
                 if a.status == 200 {
                     break;
                 }
@@ -240,14 +258,25 @@ impl Origin {
     pub fn stats(&self) -> OriginStats {
         let a = http1::get(self.addr, "/__origin/stats")
             .unwrap_or_else(|e| panic!("ent-origin {} stats: {e}", self.name));
-        serde_json::from_slice(&a.body)
-            .unwrap_or_else(|e| panic!("ent-origin {} stats are not JSON ({e}): {}", self.name, a.text()))
+        serde_json::from_slice(&a.body).unwrap_or_else(|e| {
+            panic!(
+                "ent-origin {} stats are not JSON ({e}): {}",
+                self.name,
+                a.text()
+            )
+        })
     }
 
     fn control(&self, what: &str) {
         let a = http1::post(self.addr, &format!("/__origin/{what}"))
             .unwrap_or_else(|e| panic!("ent-origin {} {what}: {e}", self.name));
-        assert_eq!(a.status, 200, "ent-origin {} {what}: {}", self.name, a.text());
+        assert_eq!(
+            a.status,
+            200,
+            "ent-origin {} {what}: {}",
+            self.name,
+            a.text()
+        );
     }
 
     /// Zero the counters.
@@ -305,7 +334,11 @@ struct Addresses {
 fn addresses(yaml: &str) -> Result<Addresses, String> {
     let v: serde_yaml::Value =
         serde_yaml::from_str(yaml).map_err(|e| format!("the test's YAML does not parse: {e}"))?;
-    let admin = match v.get("admin").and_then(|a| a.get("address")).and_then(|a| a.as_str()) {
+    let admin = match v
+        .get("admin")
+        .and_then(|a| a.get("address"))
+        .and_then(|a| a.as_str())
+    {
         Some(a) => a.parse().map_err(|e| format!("admin.address {a:?}: {e}"))?,
         None => "127.0.0.1:9901".parse().unwrap(),
     };
@@ -325,7 +358,11 @@ fn addresses(yaml: &str) -> Result<Addresses, String> {
         .and_then(|t| t.as_str())
         .filter(|t| !t.is_empty() && !t.contains("${"))
         .map(str::to_string);
-    Ok(Addresses { admin, listeners, token })
+    Ok(Addresses {
+        admin,
+        listeners,
+        token,
+    })
 }
 
 /// A running `rempart -c FILE`, killed (SIGKILL) and reaped on drop.
@@ -361,7 +398,8 @@ fn spawn_rempart(
         cmd.env(k, v);
     }
     die_with_parent(&mut cmd);
-    cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))
+    cmd.spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))
 }
 
 impl Rempart {
@@ -383,7 +421,13 @@ impl Rempart {
         let config = dir.path().join("rempart.yaml");
         fs::write(&config, yaml).map_err(|e| e.to_string())?;
         let child = spawn_rempart(&bin, &["-c".as_ref(), config.as_os_str()], dir.path(), env)?;
-        let mut r = Rempart { child: Some(child), dir, config, addrs, exit: None };
+        let mut r = Rempart {
+            child: Some(child),
+            dir,
+            config,
+            addrs,
+            exit: None,
+        };
         let deadline = Instant::now() + REMPART_START_TIMEOUT;
         loop {
             if let Some(st) = r.try_exit() {
@@ -442,7 +486,12 @@ impl Rempart {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
-    fn admin_request(&self, method: &str, path: &str, timeout: Duration) -> std::io::Result<http1::Answer> {
+    fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> std::io::Result<http1::Answer> {
         let auth;
         let mut headers: Vec<(&str, &str)> = Vec::new();
         if let Some(t) = &self.addrs.token {
@@ -542,7 +591,9 @@ impl Rempart {
         timeout: Duration,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> Option<serde_json::Value> {
-        crate::poll_until(timeout, || self.access_log_lines().into_iter().find(|l| pred(l)))
+        crate::poll_until(timeout, || {
+            self.access_log_lines().into_iter().find(|l| pred(l))
+        })
     }
 }
 
@@ -587,7 +638,13 @@ fn run_to_end(args_before_c: &[&str], yaml: &str, timeout: Duration) -> Result<F
     let stdout = fs::read_to_string(dir.path().join("stdout")).unwrap_or_default();
     let stderr = fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
     match st {
-        Some(status) => Ok(Finished { code: status.code(), status, stdout, stderr, config }),
+        Some(status) => Ok(Finished {
+            code: status.code(),
+            status,
+            stdout,
+            stderr,
+            config,
+        }),
         None => {
             kill_and_reap(&mut child);
             Err(format!(

@@ -1,0 +1,168 @@
+//! `rempart -t -c FILE` (SPEC section 1) and `rempart --version`.
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use integration_tests::*;
+
+fn valid() -> ProxyYaml {
+    let a: SocketAddr = "127.0.0.1:18081".parse().unwrap();
+    let b: SocketAddr = "127.0.0.1:18082".parse().unwrap();
+    ProxyYaml::new(vec![a], vec![b])
+}
+
+/// Run the check on a YAML that must fail; return stderr after checking the exit code.
+fn check_fails(yaml: &str) -> String {
+    let (code, stdout, stderr) = rempart_check(yaml);
+    assert_eq!(
+        code, 1,
+        "rempart -t should exit 1 on this file.\nstdout: {stdout}\nstderr: {stderr}\n--- configuration ---\n{yaml}"
+    );
+    assert!(
+        !stderr.trim().is_empty(),
+        "rempart -t exited 1 without a message on stderr"
+    );
+    stderr
+}
+
+fn assert_names(stderr: &str, path: &str, yaml: &str) {
+    assert!(
+        stderr.contains(path),
+        "the error message should name the field `{path}`; rempart -t said:\n{stderr}\n--- configuration ---\n{yaml}"
+    );
+}
+
+#[test]
+fn valid_configuration_exits_0_and_says_so() {
+    let yaml = valid().render();
+    let f = rempart_check_full(&yaml);
+    assert_eq!(
+        f.code,
+        Some(0),
+        "rempart -t rejected a valid file.\nstdout: {}\nstderr: {}\n--- configuration ---\n{yaml}",
+        f.stdout,
+        f.stderr
+    );
+    let expected = format!("configuration {} is valid", f.config.display());
+    assert!(
+        f.stdout.contains(&expected),
+        "stdout should say `{expected}`, it says: {:?} (stderr: {:?})",
+        f.stdout,
+        f.stderr
+    );
+}
+
+#[test]
+fn unknown_field_is_an_error_naming_it() {
+    let mut y = valid();
+    y.server.push("colour: blue".into());
+    let yaml = y.render();
+    let err = check_fails(&yaml);
+    assert_names(&err, "colour", &yaml);
+    assert_names(&err, "server", &yaml);
+}
+
+#[test]
+fn bad_duration_names_the_field_path() {
+    let mut y = valid();
+    y.upstream
+        .push("timeouts: { connect: 1parsec, response: 30s }".into());
+    let yaml = y.render();
+    let err = check_fails(&yaml);
+    assert_names(&err, "upstreams.ent.timeouts.connect", &yaml);
+}
+
+#[test]
+fn bad_address_names_the_server_and_the_value() {
+    let mut y = valid();
+    y.dc_a = vec![];
+    let yaml = y
+        .render()
+        .replace("servers: []", "servers: [\"10.0.0.1:80x\"]");
+    let err = check_fails(&yaml);
+    assert_names(&err, "upstreams.ent.datacenters[0].servers[0]", &yaml);
+    assert_names(&err, "10.0.0.1:80x", &yaml);
+}
+
+#[test]
+fn dangling_upstream_reference_names_the_route() {
+    let mut y = valid();
+    y.routes = "  - name: x\n    match: { path_prefix: / }\n    upstream: nowhere\n".into();
+    let yaml = y.render();
+    let err = check_fails(&yaml);
+    assert_names(&err, "routes[0].upstream", &yaml);
+    assert_names(&err, "nowhere", &yaml);
+}
+
+#[test]
+fn missing_certificate_file_names_the_listener() {
+    let yaml = valid()
+        .render()
+        .replace("certs/dev/localhost.crt", "certs/dev/does-not-exist.crt");
+    let err = check_fails(&yaml);
+    assert_names(&err, "listeners[1].tls.certificates[0].cert", &yaml);
+}
+
+#[test]
+fn missing_certificate_of_first_listener_names_listeners_0() {
+    // The brief's own example: the TLS listener is the only (first) one.
+    let y = valid();
+    let yaml = y
+        .render()
+        .replacen(&format!("  - address: {}\n", y.ports.http), "", 1);
+    let yaml = yaml.replace("certs/dev/localhost.crt", "certs/dev/does-not-exist.crt");
+    let err = check_fails(&yaml);
+    assert_names(&err, "listeners[0].tls.certificates[0].cert", &yaml);
+}
+
+#[test]
+fn every_problem_is_reported_on_its_own_line() {
+    // Three value problems in different sections (a structural error such as an unknown field
+    // may stop the parse early; these are well-formed YAML of the right shape).
+    let mut y = valid();
+    y.dc_b = vec![];
+    y.upstream.push("timeouts: { connect: 1parsec }".into());
+    y.routes = "  - name: x\n    match: { path_prefix: / }\n    upstream: nowhere\n".into();
+    let yaml = y
+        .render()
+        .replace("servers: [127.0.0.1:18081]", "servers: [\"10.0.0.1:80x\"]");
+    let err = check_fails(&yaml);
+    let paths = [
+        "upstreams.ent.timeouts.connect",
+        "upstreams.ent.datacenters[0].servers[0]",
+        "routes[0].upstream",
+    ];
+    for path in paths {
+        assert!(
+            err.lines().any(|l| l.contains(path)),
+            "all problems should be reported at once; `{path}` is missing from:\n{err}\n--- configuration ---\n{yaml}"
+        );
+    }
+    let lines: std::collections::HashSet<usize> = paths
+        .iter()
+        .filter_map(|p| err.lines().position(|l| l.contains(p)))
+        .collect();
+    assert_eq!(lines.len(), 3, "one line per problem expected:\n{err}");
+}
+
+#[test]
+fn version_prints_the_version() {
+    let bin = rempart_bin().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .expect("run rempart --version");
+    assert!(out.status.success(), "rempart --version failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let manifest = std::fs::read_to_string(repo_path("Cargo.toml")).unwrap();
+    let version = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "[package]")
+        .find_map(|l| l.strip_prefix("version = "))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .expect("version in Cargo.toml");
+    assert!(
+        text.contains(&version),
+        "rempart --version printed {text:?}, expected it to contain {version}"
+    );
+}
