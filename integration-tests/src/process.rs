@@ -331,7 +331,35 @@ struct Addresses {
     token: Option<String>,
 }
 
-fn addresses(yaml: &str) -> Result<Addresses, String> {
+/// `${NAME}` / `${NAME:-default}` in `s`, from `env` (the variables given to rempart).
+fn expand_env(s: &str, env: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let Some(j) = rest[i..].find('}') else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let inner = &rest[i + 2..i + j];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        let value = env
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+            .or_else(|| default.map(str::to_string))
+            .unwrap_or_default();
+        out.push_str(&value);
+        rest = &rest[i + j + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn addresses_with_env(yaml: &str, env: &[(&str, &str)]) -> Result<Addresses, String> {
     let v: serde_yaml::Value =
         serde_yaml::from_str(yaml).map_err(|e| format!("the test's YAML does not parse: {e}"))?;
     let admin = match v
@@ -356,8 +384,8 @@ fn addresses(yaml: &str) -> Result<Addresses, String> {
         .get("admin")
         .and_then(|a| a.get("token"))
         .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty() && !t.contains("${"))
-        .map(str::to_string);
+        .map(|t| expand_env(t, env))
+        .filter(|t| !t.is_empty());
     Ok(Addresses {
         admin,
         listeners,
@@ -372,6 +400,7 @@ pub struct Rempart {
     config: PathBuf,
     addrs: Addresses,
     exit: Option<ExitStatus>,
+    env: Vec<(String, String)>,
 }
 
 fn spawn_rempart(
@@ -413,7 +442,7 @@ impl Rempart {
     /// [`Rempart::start`] with extra environment variables (for `${NAME}` in the YAML).
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Result<Rempart, String> {
         let bin = rempart_bin()?;
-        let addrs = addresses(yaml)?;
+        let addrs = addresses_with_env(yaml, env)?;
         let dir = tempfile::Builder::new()
             .prefix("rempart-test-")
             .tempdir()
@@ -427,6 +456,10 @@ impl Rempart {
             config,
             addrs,
             exit: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let deadline = Instant::now() + REMPART_START_TIMEOUT;
         loop {
@@ -472,9 +505,20 @@ impl Rempart {
     /// Replace the configuration file's content (then SIGHUP or `POST /reload`).
     pub fn write_config(&mut self, yaml: &str) {
         fs::write(&self.config, yaml).expect("write the configuration file");
-        if let Ok(a) = addresses(yaml) {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Ok(a) = addresses_with_env(yaml, &env) {
             self.addrs.token = a.token;
         }
+    }
+
+    /// The admin token the harness sends (taken from the YAML, `${NAME}` expanded from the
+    /// environment given at start); change it to test authentication.
+    pub fn set_admin_token(&mut self, token: Option<&str>) {
+        self.addrs.token = token.map(str::to_string);
     }
 
     /// The temporary directory holding the configuration, stdout and stderr.
@@ -670,4 +714,27 @@ pub fn rempart_check_full(yaml: &str) -> Finished {
 /// when it was still running at the deadline (it is killed then), with its output.
 pub fn rempart_run_expect_exit(yaml: &str, timeout: Duration) -> Result<Finished, String> {
     run_to_end(&[], yaml, timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_expansion_of_the_admin_token() {
+        assert_eq!(expand_env("${T}", &[("T", "abc")]), "abc");
+        assert_eq!(expand_env("${T:-def}", &[]), "def");
+        assert_eq!(expand_env("${T:-}", &[]), "");
+        assert_eq!(expand_env("x${T}y", &[("T", "1")]), "x1y");
+        let a = addresses_with_env(
+            "admin: { address: 127.0.0.1:1, token: \"${TOK}\" }\nlisteners: [{address: 127.0.0.1:2}]",
+            &[("TOK", "s3")],
+        )
+        .unwrap();
+        assert_eq!(a.token.as_deref(), Some("s3"));
+        assert_eq!(
+            a.listeners,
+            vec!["127.0.0.1:2".parse::<SocketAddr>().unwrap()]
+        );
+    }
 }

@@ -575,7 +575,10 @@ async fn assert_keep_alive_honest(addr: std::net::SocketAddr, what: &str, req: &
         "{what}: no complete answer: {first:?} {text:?}"
     );
     let head = text[..text.find("\r\n\r\n").unwrap()].to_ascii_lowercase();
-    if head.lines().any(|l| l.starts_with("connection:") && l.contains("close")) {
+    if head
+        .lines()
+        .any(|l| l.starts_with("connection:") && l.contains("close"))
+    {
         return; // announced: the client will not reuse the connection
     }
     // The answer let the client keep the connection: it must then be usable.
