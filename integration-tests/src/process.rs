@@ -111,6 +111,8 @@ pub fn rempart_bin() -> Result<PathBuf, String> {
 }
 
 /// Kill the child if the test process dies (Linux), so no process outlives a crashed test run.
+/// PR_SET_PDEATHSIG follows the *thread* that spawned the child: start processes from the test's
+/// own thread (or a thread that lives as long as them), not from a short-lived helper thread.
 fn die_with_parent(cmd: &mut Command) {
     unsafe {
         cmd.pre_exec(|| {
