@@ -449,6 +449,8 @@ impl ProxyHttp for RempartProxy {
             };
         };
         let mut answer = Answer::new(reason);
+        // pingora does not reuse a connection after a failed proxy: say so to the client.
+        answer.close = true;
         if reason == Reason::NoUpstream {
             answer.retry_after = Some(5);
         }
