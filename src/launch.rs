@@ -45,28 +45,22 @@ pub struct Mode {
 
 /// Check that every proxy listener can bind, and bind the admin listener for good. A taken port
 /// is an error here, before anything starts (pingora alone would retry, then run without it).
-fn bind_listeners(config: &Config, mode: Mode) -> Result<TcpListener, StartError> {
-    if !mode.upgrade {
-        for listener in &config.listeners {
-            TcpListener::bind(listener.address).map_err(|source| StartError::Bind {
-                address: listener.address,
-                source,
-            })?;
-        }
+/// During an upgrade the listeners come from the old process, and the admin port is bound by
+/// the admin service once the old process lets it go.
+fn bind_listeners(config: &Config, mode: Mode) -> Result<Option<TcpListener>, StartError> {
+    if mode.upgrade {
+        return Ok(None);
+    }
+    for listener in &config.listeners {
+        TcpListener::bind(listener.address).map_err(|source| StartError::Bind {
+            address: listener.address,
+            source,
+        })?;
     }
     let address = config.admin.address;
-    let mut attempt = 0;
-    loop {
-        match TcpListener::bind(address) {
-            Ok(listener) => return Ok(listener),
-            // During an upgrade the old process holds the admin port until it drains.
-            Err(_) if mode.upgrade && attempt < 100 => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(source) => return Err(StartError::Bind { address, source }),
-        }
-    }
+    TcpListener::bind(address)
+        .map(Some)
+        .map_err(|source| StartError::Bind { address, source })
 }
 
 fn server_conf(config: &Config, mode: Mode) -> ServerConf {
@@ -247,6 +241,24 @@ impl BackgroundService for Lifecycle {
             tracing::error!("listeners did not come up within 30 s");
         });
 
+        // SIGHUP reloads the file, and so does a change of it when `server.watch_config` is on.
+        // Signal handlers are installed here, after any daemon fork.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                let runtime = self.runtime.clone();
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        let _ = crate::reload::reload(&runtime);
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot handle SIGHUP: reload through the admin API")
+            }
+        }
+        tokio::spawn(watch_config(self.runtime.clone()));
+
         // Graceful drain: pingora stops accepting and then waits the whole grace period;
         // Rempart leaves as soon as the requests in flight are done.
         while !*shutdown.borrow() {
@@ -264,6 +276,29 @@ impl BackgroundService for Lifecycle {
                 std::process::exit(0);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Reload when the configuration file changes (`server.watch_config: true`), checked once a
+/// second by modification time and size.
+async fn watch_config(runtime: Arc<Runtime>) {
+    let stamp = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut last = stamp(&runtime.load().config.source);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let snapshot = runtime.load();
+        let now = stamp(&snapshot.config.source);
+        if now != last {
+            last = now;
+            if snapshot.config.server.watch_config {
+                tracing::info!("configuration file changed: reloading");
+                let _ = crate::reload::reload(&runtime);
+            }
         }
     }
 }

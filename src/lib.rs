@@ -9,6 +9,7 @@ pub mod config;
 pub mod launch;
 pub mod proxy;
 pub mod queue;
+pub mod reload;
 pub mod runtime;
 pub mod shield;
 pub mod telemetry;

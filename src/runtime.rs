@@ -67,6 +67,8 @@ fn route_matches(route: &Route, host: &str, path: &str, method: &Method) -> bool
 /// outlives configuration generations.
 pub struct Runtime {
     snapshot: ArcSwap<Snapshot>,
+    /// Reloads run one at a time (control plane only; requests never take it).
+    reload_lock: std::sync::Mutex<()>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
     /// One resolver per TLS listener, by listener index.
@@ -98,6 +100,7 @@ impl Runtime {
         metrics.config_generation.set(1);
         Ok(Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
+            reload_lock: std::sync::Mutex::new(()),
             metrics,
             access_log,
             resolvers,
@@ -107,6 +110,25 @@ impl Runtime {
             listening: AtomicBool::new(false),
             last_reload_error: ArcSwapOption::empty(),
         }))
+    }
+
+    /// Compile a validated configuration and put it in force for new requests; requests in
+    /// flight finish under the snapshot they loaded. Returns the new generation.
+    pub fn install(&self, config: Config) -> u64 {
+        let _one_at_a_time = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let generation = self.snapshot.load().generation + 1;
+        for (listener, resolver) in config.listeners.iter().zip(&self.resolvers) {
+            if let (Some(tls), Some(resolver)) = (&listener.tls, resolver) {
+                resolver.replace(&tls.certificates);
+            }
+        }
+        let snapshot = compile(Arc::new(config), generation, &self.metrics);
+        self.snapshot.store(Arc::new(snapshot));
+        self.metrics.config_generation.set(generation as i64);
+        generation
     }
 
     /// The snapshot in force. A request calls this once and keeps the `Arc` to its end.

@@ -14,7 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -61,6 +61,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/status", get(status::status))
         .route("/metrics", get(metrics))
         .route("/config", get(config))
+        .route("/reload", post(reload))
         .merge(upstreams::routes())
         .merge(shield::routes())
         .merge(queues::routes())
@@ -139,6 +140,27 @@ async fn metrics(State(runtime): State<Arc<Runtime>>) -> Result<Response, AdminE
         .into_response())
 }
 
+/// `POST /reload`: 200 with the new generation, or 400 with every error (nothing changes).
+async fn reload(State(runtime): State<Arc<Runtime>>) -> Response {
+    let outcome = tokio::task::spawn_blocking(move || crate::reload::reload(&runtime)).await;
+    match outcome {
+        Ok(Ok(reloaded)) => Json(serde_json::json!({
+            "generation": reloaded.generation,
+            "needs_restart": reloaded.needs_restart,
+        }))
+        .into_response(),
+        Ok(Err(errors)) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({
+                "error": "the configuration has errors; nothing changed",
+                "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
+        Err(e) => AdminError::Internal(e.to_string()).into_response(),
+    }
+}
+
 async fn config(State(runtime): State<Arc<Runtime>>) -> Json<serde_json::Value> {
     Json(runtime.load().config.masked.clone())
 }
@@ -151,10 +173,27 @@ pub struct AdminService {
 }
 
 impl AdminService {
-    pub fn new(runtime: Arc<Runtime>, listener: StdTcpListener) -> Self {
+    /// `listener` is None during an upgrade: the service binds `admin.address` itself as soon
+    /// as the old process has released it.
+    pub fn new(runtime: Arc<Runtime>, listener: Option<StdTcpListener>) -> Self {
         AdminService {
             runtime,
-            listener: Mutex::new(Some(listener)),
+            listener: Mutex::new(listener),
+        }
+    }
+}
+
+/// Bind the admin address, waiting up to a minute for a previous process to release it.
+async fn bind_when_free(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let mut attempt = 0;
+    loop {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 600 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -166,13 +205,13 @@ impl BackgroundService for AdminService {
             Ok(mut slot) => slot.take(),
             Err(_) => None,
         };
-        let Some(listener) = listener else {
-            return;
+        let bound = match listener {
+            Some(listener) => listener
+                .set_nonblocking(true)
+                .and_then(|_| tokio::net::TcpListener::from_std(listener)),
+            None => bind_when_free(self.runtime.load().config.admin.address).await,
         };
-        let listener = match listener
-            .set_nonblocking(true)
-            .and_then(|_| tokio::net::TcpListener::from_std(listener))
-        {
+        let listener = match bound {
             Ok(listener) => listener,
             Err(e) => {
                 tracing::error!(error = %e, "admin listener unusable");
