@@ -32,6 +32,10 @@ pub struct Metrics {
     pub datacenter_active: IntGaugeVec,
     /// Requests between their first byte and their log line; the graceful drain waits on it.
     pub requests_in_flight: AtomicI64,
+    /// Requests answered, all routes together, and those answered 5xx (for the dashboard's
+    /// requests/s and error rate).
+    pub requests_answered: AtomicU64,
+    pub responses_5xx: AtomicU64,
     /// Access-log lines dropped because the writer could not keep up.
     pub access_log_dropped: AtomicU64,
 }
@@ -118,6 +122,8 @@ impl Metrics {
             upstream_server_up,
             datacenter_active,
             requests_in_flight: AtomicI64::new(0),
+            requests_answered: AtomicU64::new(0),
+            responses_5xx: AtomicU64::new(0),
             access_log_dropped: AtomicU64::new(0),
         })
     }

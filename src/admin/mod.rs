@@ -71,6 +71,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/", get(dashboard))
         .merge(guarded)
         .fallback(not_found)
         .with_state(runtime)
@@ -109,6 +110,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= x ^ y;
     }
     diff == 0
+}
+
+/// The dashboard: one self-contained page (no outside assets). It holds no data itself, so it
+/// is served without the token; the `/status` calls it makes need it.
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {

@@ -1,5 +1,6 @@
 //! `GET /status`: the state of the running proxy as JSON.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -51,6 +52,10 @@ pub async fn status(State(runtime): State<Arc<Runtime>>) -> Json<Value> {
         "draining": runtime.is_draining(),
         "connections_active": runtime.metrics.connections_active.get(),
         "requests_in_flight": in_flight(&runtime.metrics),
+        "traffic": {
+            "requests": runtime.metrics.requests_answered.load(Ordering::Relaxed),
+            "errors_5xx": runtime.metrics.responses_5xx.load(Ordering::Relaxed),
+        },
         "listeners": listeners,
         "routes": routes,
         "upstreams": super::upstreams::status(&runtime, &snapshot),

@@ -473,6 +473,11 @@ impl ProxyHttp for RempartProxy {
             .response_written()
             .map_or(0, |resp| resp.status.as_u16());
         let elapsed = ctx.started.elapsed();
+        let metrics = &self.runtime.metrics;
+        metrics.requests_answered.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            metrics.responses_5xx.fetch_add(1, Ordering::Relaxed);
+        }
         let Some(snapshot) = ctx.snapshot.as_ref() else {
             return;
         };
@@ -481,7 +486,6 @@ impl ProxyHttp for RempartProxy {
             route.metrics.count(status);
             route.metrics.duration.observe(elapsed.as_secs_f64());
         } else {
-            let metrics = &self.runtime.metrics;
             metrics
                 .requests_total
                 .with_label_values(&["", &status.to_string()])
