@@ -17,6 +17,7 @@ tools=(
   openssl:openssl         # dev certificates
   ip:iproute2             # failover tests (network namespaces, addresses)
   iptables:iptables       # failover tests (dropping a datacenter's packets)
+  chromium:chromium       # the dashboard test renders the admin page in headless Chromium
 )
 if [ "${1:-}" = "--bench" ]; then
   tools+=(

@@ -9,7 +9,8 @@
 #
 # Environment: BENCH_DURATION (seconds, default 10), BENCH_CONNECTIONS (default 64),
 #              BENCH_WARMUP (seconds, default 2), BENCH_THREADS (wrk threads, default 2),
-#              BENCH_PATH (default /bench).
+#              BENCH_ROUNDS (default 1: with more, targets take turns and each keeps its best
+#              round), BENCH_PATH (default /bench).
 # Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +22,11 @@ duration=${duration%s}
 connections=${BENCH_CONNECTIONS:-64}
 warmup=${BENCH_WARMUP:-2}
 warmup=${warmup%s}
+rounds=${BENCH_ROUNDS:-1}
 wrk_threads=${BENCH_THREADS:-2}
 path=${BENCH_PATH:-/bench}
-for v in "$duration" "$connections" "$warmup" "$wrk_threads"; do
-  case $v in ''|*[!0-9]*) echo "bench: BENCH_DURATION, BENCH_CONNECTIONS, BENCH_WARMUP and BENCH_THREADS take whole numbers" >&2; exit 2 ;; esac
+for v in "$duration" "$connections" "$warmup" "$wrk_threads" "$rounds"; do
+  case $v in ''|*[!0-9]*) echo "bench: BENCH_DURATION, BENCH_CONNECTIONS, BENCH_WARMUP, BENCH_THREADS and BENCH_ROUNDS take whole numbers" >&2; exit 2 ;; esac
 done
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -195,21 +197,40 @@ to_ms() {
 wrk_cmd="wrk -t$wrk_threads -c$connections -d${duration}s --latency"
 declare -A rps=() p50=() p99=() errors=()
 targets=(origin rempart nginx haproxy)
-for t in "${targets[@]}"; do
-  if [ "${status[$t]}" != ok ]; then continue; fi
-  log "$t: warm-up ${warmup}s, then $wrk_cmd ${url[$t]}"
-  timeout -k 5 $((warmup + 30)) wrk -t"$wrk_threads" -c"$connections" -d"${warmup}s" "${url[$t]}" >/dev/null 2>&1 || true
-  if ! timeout -k 5 $((duration + 30)) $wrk_cmd "${url[$t]}" >"$out/wrk-$t.txt" 2>&1; then
-    status[$t]="wrk failed"; continue
-  fi
-  rps[$t]=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out/wrk-$t.txt")
-  p50[$t]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out/wrk-$t.txt")")
-  p99[$t]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out/wrk-$t.txt")")
-  non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out/wrk-$t.txt")
-  sockerr=$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$out/wrk-$t.txt")
-  errors[$t]=$(( ${non2xx:-0} + ${sockerr:-0} ))
-  if [ -z "${rps[$t]}" ]; then status[$t]="no result"; fi
+# Share of the CPUs that is idle over one second, to tell a quiet machine from a busy one.
+cpu_idle() {
+  local a b
+  a=$(awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
+  sleep 1
+  b=$(awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; printf "%.0f%%", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
+}
+idle_before=$(cpu_idle)
+log "CPU idle before measuring: $idle_before (other work on the machine skews the figures)"
+# Rounds go through every target in turn, so that a change of background load touches all of
+# them alike; each target keeps its best round (highest req/s), errors add up over rounds.
+for round in $(seq "$rounds"); do
+  for t in "${targets[@]}"; do
+    if [ "${status[$t]}" != ok ]; then continue; fi
+    log "round $round/$rounds, $t: warm-up ${warmup}s, then $wrk_cmd ${url[$t]}"
+    timeout -k 5 $((warmup + 30)) wrk -t"$wrk_threads" -c"$connections" -d"${warmup}s" "${url[$t]}" >/dev/null 2>&1 || true
+    raw=$out/wrk-$t-$round.txt
+    if ! timeout -k 5 $((duration + 30)) $wrk_cmd "${url[$t]}" >"$raw" 2>&1; then
+      status[$t]="wrk failed"; continue
+    fi
+    r=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$raw")
+    if [ -z "$r" ]; then status[$t]="no result"; continue; fi
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$raw")
+    sockerr=$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$raw")
+    errors[$t]=$(( ${errors[$t]:-0} + ${non2xx:-0} + ${sockerr:-0} ))
+    if [ -z "${rps[$t]:-}" ] || [ "$r" -gt "${rps[$t]}" ]; then
+      rps[$t]=$r
+      p50[$t]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$raw")")
+      p99[$t]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$raw")")
+    fi
+  done
 done
+idle_after=$(cpu_idle)
 
 label() { case $1 in origin) echo "origin (direct)" ;; rempart) echo Rempart ;; nginx) echo NGINX ;; haproxy) echo HAProxy ;; esac; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
@@ -232,15 +253,15 @@ ratios=$(
 )
 
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-rempart_version=$( (target/release/rempart --version 2>/dev/null || echo "n/a") | head -n 1)
+rempart_version=$( (target/release/rempart --version 2>/dev/null || echo "rempart n/a") | head -n 1)
 {
   echo "# Rempart benchmark: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
-  echo "- machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, Linux $(uname -r)"
+  echo "- machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, Linux $(uname -r); CPU idle $idle_before before the runs, $idle_after after (all proxies idle)"
   echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
-  echo "- versions: rempart $rempart_version; $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(haproxy -v 2>/dev/null | head -n 1 | awk '{ print "HAProxy " $3 }'); $(wrk --version 2>&1 | head -n 1 | awk '{ print "wrk " $2 }')"
-  echo "- command: \`BENCH_DURATION=$duration BENCH_CONNECTIONS=$connections BENCH_WARMUP=$warmup BENCH_THREADS=$wrk_threads make bench\`"
-  echo "- each target: \`wrk -t$wrk_threads -c$connections -d${warmup}s URL\` (warm-up), then \`$wrk_cmd URL\`, URL = http://127.0.0.1:PORT$path"
+  echo "- versions: $rempart_version; $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(haproxy -v 2>/dev/null | head -n 1 | awk '{ print "HAProxy " $3 }'); $(wrk --version 2>&1 | head -n 1 | awk '{ print "wrk " $2 }')"
+  echo "- command: \`BENCH_DURATION=$duration BENCH_CONNECTIONS=$connections BENCH_WARMUP=$warmup BENCH_THREADS=$wrk_threads BENCH_ROUNDS=$rounds make bench\`"
+  echo "- each target, $rounds round(s), best kept: \`wrk -t$wrk_threads -c$connections -d${warmup}s URL\` (warm-up), then \`$wrk_cmd URL\`, URL = http://127.0.0.1:PORT$path"
   echo "- set-up: one ent-origin (--workers 2); Rempart server.threads 1, access_log off; NGINX worker_processes 1, keepalive 64; HAProxy nbthread 1, http-reuse always; all on loopback, all on the same machine as wrk"
   echo
   echo "$table"
