@@ -489,6 +489,36 @@ impl Rempart {
         }
     }
 
+    /// Start `rempart -u -c FILE` on this instance's configuration file: the new process takes
+    /// over the listening sockets when this one gets SIGQUIT (zero-downtime upgrade). It does
+    /// not wait for readiness: the admin port stays with this process until it has drained.
+    pub fn spawn_upgrade(&self) -> Result<Rempart, String> {
+        let bin = rempart_bin()?;
+        let dir = tempfile::Builder::new()
+            .prefix("rempart-upgrade-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let child = spawn_rempart(
+            &bin,
+            &["-u".as_ref(), "-c".as_ref(), self.config.as_os_str()],
+            dir.path(),
+            &env,
+        )?;
+        Ok(Rempart {
+            child: Some(child),
+            dir,
+            config: self.config.clone(),
+            addrs: self.addrs.clone(),
+            exit: None,
+            env: self.env.clone(),
+        })
+    }
+
     /// The admin address from the YAML.
     pub fn admin_addr(&self) -> SocketAddr {
         self.addrs.admin

@@ -62,6 +62,8 @@ pub struct ProxyYaml {
     pub routes: String,
     /// Extra top-level YAML appended at the end (limits, shield, login_queues, pages...).
     pub extra: String,
+    /// More upstreams after `ent` (YAML entries indented by two spaces under `upstreams:`).
+    pub extra_upstreams: String,
 }
 
 impl ProxyYaml {
@@ -80,6 +82,7 @@ impl ProxyYaml {
             ],
             routes: "  - name: default\n    match: { path_prefix: / }\n    upstream: ent\n".into(),
             extra: String::new(),
+            extra_upstreams: String::new(),
         }
     }
 
@@ -130,6 +133,10 @@ impl ProxyYaml {
         }
         for l in &self.upstream {
             let _ = writeln!(y, "    {l}");
+        }
+        y.push_str(&self.extra_upstreams);
+        if !self.extra_upstreams.is_empty() && !self.extra_upstreams.ends_with('\n') {
+            y.push('\n');
         }
         y.push_str("routes:\n");
         y.push_str(&self.routes);

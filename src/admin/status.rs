@@ -43,6 +43,7 @@ pub async fn status(State(runtime): State<Arc<Runtime>>) -> Json<Value> {
 
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
         "uptime_seconds": runtime.started.elapsed().as_secs(),
         "generation": snapshot.generation,
         "config_file": config.source.display().to_string(),

@@ -121,7 +121,7 @@ fn request_host(req: &RequestHeader) -> String {
         .unwrap_or("");
     let without_port = if raw.starts_with('[') {
         // [v6]:port
-        raw.split_once(']').map_or(raw, |(h, _)| &h[..])
+        raw.split_once(']').map_or(raw, |(h, _)| h)
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
