@@ -127,6 +127,10 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
         AdminService::new(runtime.clone(), admin_listener),
     ));
     server.add_service(background_service(
+        "rempart health checks",
+        crate::upstream::health::HealthChecks::new(runtime.clone()),
+    ));
+    server.add_service(background_service(
         "rempart lifecycle",
         Lifecycle {
             runtime: runtime.clone(),

@@ -13,7 +13,7 @@ use crate::queue::LoginQueue;
 use crate::shield::Shield;
 use crate::telemetry::{rfc3339_now, AccessLog, Metrics, RouteMetrics};
 use crate::tls::SniResolver;
-use crate::upstream::Upstream;
+use crate::upstream::{Registry, Upstream};
 
 /// One configuration generation, compiled: what a request reads, loaded once per request.
 pub struct Snapshot {
@@ -71,6 +71,9 @@ pub struct Runtime {
     reload_lock: std::sync::Mutex<()>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
+    /// Upstream health, ejections, drains and failback state, by stable identity: every
+    /// snapshot finds its servers' and datacenters' state here.
+    pub upstreams: Arc<Registry>,
     /// One resolver per TLS listener, by listener index.
     pub resolvers: Vec<Option<Arc<SniResolver>>>,
     pub started_at: SystemTime,
@@ -96,13 +99,15 @@ impl Runtime {
                     .map(|tls| Arc::new(SniResolver::new(&tls.certificates)))
             })
             .collect();
-        let snapshot = compile(Arc::new(config), 1, &metrics);
+        let upstreams = Arc::new(Registry::new());
+        let snapshot = compile(Arc::new(config), 1, &metrics, &upstreams);
         metrics.config_generation.set(1);
         Ok(Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
             reload_lock: std::sync::Mutex::new(()),
             metrics,
             access_log,
+            upstreams,
             resolvers,
             started_at: SystemTime::now(),
             started: Instant::now(),
@@ -146,11 +151,16 @@ impl Runtime {
 }
 
 /// Build a snapshot from a validated configuration.
-fn compile(config: Arc<Config>, generation: u64, metrics: &Metrics) -> Snapshot {
+fn compile(
+    config: Arc<Config>,
+    generation: u64,
+    metrics: &Metrics,
+    registry: &Registry,
+) -> Snapshot {
     let upstreams: Vec<Arc<Upstream>> = config
         .upstreams
         .iter()
-        .map(|u| Arc::new(Upstream::new(u, metrics)))
+        .map(|u| Arc::new(Upstream::new(u, metrics, registry)))
         .collect();
     let routes = config
         .routes

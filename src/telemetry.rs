@@ -30,6 +30,8 @@ pub struct Metrics {
     pub config_reloads_total: IntCounterVec,
     pub upstream_server_up: IntGaugeVec,
     pub datacenter_active: IntGaugeVec,
+    pub failovers_total: IntCounterVec,
+    pub retries_total: IntCounterVec,
     /// Requests between their first byte and their log line; the graceful drain waits on it.
     pub requests_in_flight: AtomicI64,
     /// Requests answered, all routes together, and those answered 5xx (for the dashboard's
@@ -101,6 +103,20 @@ impl Metrics {
             ),
             &["upstream", "datacenter"],
         )?;
+        let failovers_total = IntCounterVec::new(
+            Opts::new(
+                "rempart_failovers_total",
+                "Changes of the active datacenter (failovers and failbacks), by upstream, from, to",
+            ),
+            &["upstream", "from", "to"],
+        )?;
+        let retries_total = IntCounterVec::new(
+            Opts::new(
+                "rempart_retries_total",
+                "Retries made, by upstream and kind (connect, error, timeout, status)",
+            ),
+            &["upstream", "kind"],
+        )?;
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(request_duration_seconds.clone()))?;
         registry.register(Box::new(responses_generated_total.clone()))?;
@@ -110,6 +126,8 @@ impl Metrics {
         registry.register(Box::new(config_reloads_total.clone()))?;
         registry.register(Box::new(upstream_server_up.clone()))?;
         registry.register(Box::new(datacenter_active.clone()))?;
+        registry.register(Box::new(failovers_total.clone()))?;
+        registry.register(Box::new(retries_total.clone()))?;
         Ok(Metrics {
             registry,
             requests_total,
@@ -121,6 +139,8 @@ impl Metrics {
             config_reloads_total,
             upstream_server_up,
             datacenter_active,
+            failovers_total,
+            retries_total,
             requests_in_flight: AtomicI64::new(0),
             requests_answered: AtomicU64::new(0),
             responses_5xx: AtomicU64::new(0),

@@ -6,12 +6,15 @@
 //! - [`clients`]: HTTP clients (plain, TLS trusting the dev CA, HTTP/2), a raw TLS probe that
 //!   reports the certificate chosen by SNI, a raw TCP exchange for malformed requests, WebSockets.
 //! - [`stack`]: origins in two datacenters with rempart in front, from a generated YAML.
+//! - [`netns`]: network namespaces joined to this one by veth pairs, where a test can run
+//!   origins and then drop their packets (a datacenter that burns), cleaned up on drop.
 //! - [`http1`]: a tiny blocking HTTP/1.1 client used by the harness itself (no runtime needed).
 //!
 //! Every wait is bounded and polls with a deadline; nothing sleeps a fixed time to wait for a state.
 
 pub mod clients;
 pub mod http1;
+pub mod netns;
 pub mod origin;
 pub mod process;
 pub mod stack;

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -257,6 +257,8 @@ struct OriginState {
     login_capacity: Option<u64>,
     login_cost: Duration,
     healthy: AtomicBool,
+    /// When not 0, every request but `/healthz` is answered with this status.
+    forced_status: AtomicU16,
     c: Counters,
 }
 
@@ -307,6 +309,7 @@ pub fn app(args: &OriginArgs) -> Router {
         login_capacity: args.login_capacity,
         login_cost: args.login_cost,
         healthy: AtomicBool::new(true),
+        forced_status: AtomicU16::new(0),
         c: Counters::new(),
     });
     Router::new().fallback(handle).with_state(state)
@@ -378,6 +381,12 @@ async fn handle(State(st): State<Shared>, req: Request) -> Response {
         }
     }
 
+    let forced = st.forced_status.load(Relaxed);
+    if forced != 0 && path != "/healthz" {
+        if let Ok(code) = StatusCode::from_u16(forced) {
+            return text(code, format!("forced status {forced} from {}\n", st.name));
+        }
+    }
     if path == "/healthz" {
         return if st.healthy.load(Relaxed) {
             text(StatusCode::OK, "ok")
@@ -529,6 +538,17 @@ fn control(st: &OriginState, method: &Method, what: &str) -> Response {
             st.healthy.store(true, Relaxed);
             text(StatusCode::OK, "health ok\n")
         }
+        ("POST", "answer/normal") => {
+            st.forced_status.store(0, Relaxed);
+            text(StatusCode::OK, "answering normally\n")
+        }
+        ("POST", w) if w.starts_with("answer/") => match w["answer/".len()..].parse::<u16>() {
+            Ok(code) if (200..600).contains(&code) => {
+                st.forced_status.store(code, Relaxed);
+                text(StatusCode::OK, format!("answering {code}\n"))
+            }
+            _ => text(StatusCode::BAD_REQUEST, "bad status code\n"),
+        },
         _ => text(StatusCode::NOT_FOUND, "unknown control call\n"),
     }
 }

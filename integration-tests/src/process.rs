@@ -178,7 +178,7 @@ impl Origin {
         let mut last_err = String::new();
         // A free port can be taken between our check and the origin's bind: retry a few times.
         for _ in 0..3 {
-            match Self::start_on(&bin, free_addr(), name, extra_args) {
+            match Self::start_on(&bin, None, free_addr(), name, extra_args) {
                 Ok(o) => return Ok(o),
                 Err(e) => last_err = e,
             }
@@ -188,16 +188,36 @@ impl Origin {
 
     /// Start an origin on a chosen address (e.g. to bring a killed one back on the same port).
     pub fn start_at(addr: SocketAddr, name: &str, extra_args: &[&str]) -> Result<Origin, String> {
-        Self::start_on(&ent_origin_bin()?, addr, name, extra_args)
+        Self::start_on(&ent_origin_bin()?, None, addr, name, extra_args)
     }
 
-    fn start_on(
-        bin: &Path,
+    /// Start an origin inside a network namespace (`ip netns exec NETNS ent-origin ...`), on an
+    /// address of that namespace the test process can reach (see `netns`).
+    pub fn start_in_netns(
+        netns: &str,
         addr: SocketAddr,
         name: &str,
         extra_args: &[&str],
     ) -> Result<Origin, String> {
-        let mut cmd = Command::new(bin);
+        Self::start_on(&ent_origin_bin()?, Some(netns), addr, name, extra_args)
+    }
+
+    fn start_on(
+        bin: &Path,
+        netns: Option<&str>,
+        addr: SocketAddr,
+        name: &str,
+        extra_args: &[&str],
+    ) -> Result<Origin, String> {
+        // `ip netns exec` enters the namespace and execs the program (same process).
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new(crate::netns::ip_bin());
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("--listen")
             .arg(addr.to_string())
             .arg("--name")
@@ -294,6 +314,16 @@ impl Origin {
     /// Make `/healthz` answer 200 again.
     pub fn heal(&self) {
         self.control("health/ok")
+    }
+
+    /// Answer every request but `/healthz` with this status (the health checks still pass).
+    pub fn force_status(&self, status: u16) {
+        self.control(&format!("answer/{status}"))
+    }
+
+    /// Undo [`Origin::force_status`].
+    pub fn answer_normally(&self) {
+        self.control("answer/normal")
     }
 
     /// Kill the process now (the port then refuses connections).

@@ -21,7 +21,8 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::runtime::{Runtime, Snapshot};
 use crate::telemetry::{rfc3339_now, AccessRecord, Metrics};
-use crate::upstream::{InFlight, Outcome};
+use crate::upstream::retry::{self, Attempt, RetryKind};
+use crate::upstream::{Choice, InFlight, Outcome, Upstream};
 use answer::{Answer, Reason};
 use forwarded::RequestIds;
 
@@ -71,10 +72,20 @@ pub struct RequestCtx {
     route: Option<usize>,
     /// Set when Rempart answered itself.
     reason: Option<Reason>,
+    /// Datacenter (index in the snapshot's upstream) of the current or last try.
     datacenter: Option<usize>,
     current: Option<InFlight>,
     tried: Vec<SocketAddr>,
+    /// Every retry made (for the access log).
     retries: u32,
+    /// Retries after a try that reached a server (bounded by `retries.attempts`).
+    reached_retries: u32,
+    /// The request may be sent again (idempotent method or `Idempotency-Key`).
+    safe_to_resend: bool,
+    /// `upstream_response_filter` turned a 502-504 answer into a retry.
+    retrying_status: bool,
+    /// No datacenter was up: the answer is the maintenance page.
+    all_down: bool,
     try_started: Option<Instant>,
     upstream_ms: Option<f64>,
     /// The shield's view of this request (limits charged, form fields read).
@@ -87,24 +98,66 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    fn upstream(&self) -> Option<&crate::upstream::Upstream> {
+    fn upstream(&self) -> Option<Arc<Upstream>> {
         let snapshot = self.snapshot.as_ref()?;
         let route = snapshot.routes.get(self.route?)?;
-        snapshot
-            .upstreams
-            .get(route.route.upstream)
-            .map(|u| u.as_ref())
+        snapshot.upstreams.get(route.route.upstream).cloned()
     }
 
-    /// Close the current try with this outcome.
-    fn end_try(&mut self, outcome: Outcome) {
+    /// Close the current try with this outcome; `blame_server` is false when the failure came
+    /// from the client side.
+    fn end_try(&mut self, outcome: Outcome, status: Option<u16>, blame_server: bool) {
         if let Some(in_flight) = self.current.take() {
-            in_flight.server().record(outcome);
+            if let (Some(upstream), Some(dc)) = (self.upstream(), self.datacenter) {
+                upstream.observe(dc, in_flight.server(), outcome, status, blame_server);
+            }
         }
         if let Some(started) = self.try_started.take() {
             self.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         }
     }
+
+    /// Decide whether the try that just failed is retried, and count it.
+    fn retry(&mut self, session: &Session, kind: RetryKind) -> bool {
+        let Some(upstream) = self.upstream() else {
+            return false;
+        };
+        let now = upstream.now_ms();
+        let attempt = Attempt {
+            kind,
+            safe: self.safe_to_resend,
+            body_replayable: body_fits_replay_buffer(session.req_header())
+                && !session.as_ref().retry_buffer_truncated(),
+            response_started: session.response_written().is_some(),
+            reached_retries: self.reached_retries,
+            attempts: upstream.config.retries.attempts,
+            another_server: upstream.has_another(&self.tried, now),
+        };
+        if upstream.decide_retry(&attempt, now).is_err() {
+            return false;
+        }
+        self.retries += 1;
+        if kind != RetryKind::Connect {
+            self.reached_retries += 1;
+        }
+        true
+    }
+}
+
+/// Seconds a client is asked to wait when every datacenter is down.
+const MAINTENANCE_RETRY_AFTER: u64 = 30;
+
+/// Whether the request's body, if any, fits pingora's replay buffer, so a timed-out try can be
+/// sent again (a chunked body of unknown length does not count as fitting).
+fn body_fits_replay_buffer(req: &RequestHeader) -> bool {
+    if req.headers.contains_key(header::TRANSFER_ENCODING) {
+        return false;
+    }
+    req.headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_none_or(|len| len <= retry::REPLAY_BUFFER_BYTES)
 }
 
 fn is_tls(digest: Option<&Digest>) -> bool {
@@ -227,6 +280,10 @@ impl ProxyHttp for RempartProxy {
             current: None,
             tried: Vec::new(),
             retries: 0,
+            reached_retries: 0,
+            safe_to_resend: false,
+            retrying_status: false,
+            all_down: false,
             try_started: None,
             upstream_ms: None,
             shield: Default::default(),
@@ -297,20 +354,40 @@ impl ProxyHttp for RempartProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let Some(upstream) = ctx.upstream() else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "the route has no upstream");
         };
-        let Some(pick) = upstream.pick(&ctx.tried) else {
-            return if ctx.tried.is_empty() {
-                Error::e_explain(ErrorType::HTTPStatus(503), "no server to send to")
-            } else {
-                Error::e_explain(ErrorType::HTTPStatus(502), "every server failed")
-            };
+        let now = upstream.now_ms();
+        let req = session.req_header();
+        if ctx.tried.is_empty() {
+            upstream.record_request(now);
+            ctx.safe_to_resend = retry::safe_to_resend(&req.method, &req.headers);
+        }
+        let pick = match upstream.pick(&ctx.tried, now) {
+            Choice::Server(pick) => pick,
+            Choice::AllDown => {
+                ctx.all_down = true;
+                return Error::e_explain(ErrorType::HTTPStatus(503), "every datacenter is down");
+            }
+            Choice::Exhausted if ctx.tried.is_empty() => {
+                return Error::e_explain(ErrorType::HTTPStatus(503), "no server to send to");
+            }
+            Choice::Exhausted => {
+                return Error::e_explain(ErrorType::HTTPStatus(502), "every server failed");
+            }
         };
-        let peer = Box::new(pick.server.peer.clone());
+        let mut peer = Box::new(pick.server.peer.clone());
+        // A request that can be sent again waits at most `per_try` for each read from this
+        // server, then goes to another: a server that went dark does not hold it until the
+        // response timeout.
+        if let Some(per_try) = upstream.config.timeouts.per_try {
+            if ctx.safe_to_resend && body_fits_replay_buffer(req) {
+                peer.options.read_timeout = Some(per_try.min(upstream.config.timeouts.response));
+            }
+        }
         ctx.datacenter = Some(pick.datacenter);
         ctx.tried.push(pick.server.address);
         ctx.current = Some(InFlight::start(pick.server));
@@ -371,39 +448,45 @@ impl ProxyHttp for RempartProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let outcome = if upstream_response.status.is_server_error() {
-            Outcome::Http5xx
-        } else {
-            Outcome::Ok
-        };
-        // Informational answers (100 Continue) do not end the try.
-        if !upstream_response.status.is_informational() {
-            ctx.end_try(outcome);
+        let status = upstream_response.status;
+        // Informational answers (100 Continue) do not end the try; 101 (upgrade) does.
+        if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(());
+        }
+        let code = status.as_u16();
+        if !status.is_server_error() {
+            ctx.end_try(Outcome::Ok, Some(code), true);
+            return Ok(());
+        }
+        ctx.end_try(Outcome::Http5xx, Some(code), true);
+        if crate::upstream::is_failure_status(code) && ctx.retry(session, RetryKind::Status) {
+            // Nothing went to the client yet: drop this answer and try another server.
+            ctx.retrying_status = true;
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(code),
+                format!("upstream answered {code}, retrying on another server"),
+            );
+            e.set_retry(true);
+            return Err(e);
         }
         Ok(())
     }
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.end_try(Outcome::ConnectError);
+        ctx.end_try(Outcome::ConnectError, None, true);
         // Nothing reached the server: safe to retry for any method, on another server.
-        let attempts = ctx.upstream().map_or(0, |u| u.config.retries.attempts);
-        let another = ctx.upstream().is_some_and(|u| u.pick(&ctx.tried).is_some());
-        if ctx.retries < attempts && another {
-            ctx.retries += 1;
-            e.set_retry(true);
-        } else {
-            e.set_retry(false);
-        }
+        let retry = ctx.retry(session, RetryKind::Connect);
+        e.set_retry(retry);
         e
     }
 
@@ -413,22 +496,22 @@ impl ProxyHttp for RempartProxy {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        client_reused: bool,
+        _client_reused: bool,
     ) -> Box<Error> {
-        ctx.end_try(outcome_of(&e));
         let mut e = e.more_context(format!("upstream {peer}"));
-        let attempts = ctx.upstream().map_or(0, |u| u.config.retries.attempts);
-        if ctx.retries >= attempts
-            || !session.req_header().method.is_idempotent()
-            || session.as_ref().retry_buffer_truncated()
-        {
-            e.set_retry(false);
-        } else {
-            e.retry.decide_reuse(client_reused);
-            if e.retry() {
-                ctx.retries += 1;
-            }
+        if std::mem::take(&mut ctx.retrying_status) {
+            // Decided in upstream_response_filter.
+            e.set_retry(true);
+            return e;
         }
+        let from_upstream = e.esource() == &ErrorSource::Upstream;
+        let outcome = outcome_of(&e);
+        ctx.end_try(outcome, None, from_upstream);
+        let retry = from_upstream
+            && outcome
+                .retry_kind()
+                .is_some_and(|kind| ctx.retry(session, kind));
+        e.set_retry(retry);
         e
     }
 
@@ -439,7 +522,21 @@ impl ProxyHttp for RempartProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         if ctx.current.is_some() {
-            ctx.end_try(outcome_of(e));
+            ctx.end_try(outcome_of(e), None, e.esource() == &ErrorSource::Upstream);
+        }
+        if ctx.all_down {
+            let mut answer = Answer::new(Reason::Maintenance);
+            answer.retry_after = Some(MAINTENANCE_RETRY_AFTER);
+            answer.page = ctx
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.config.pages.maintenance.as_ref())
+                .map(|page| page.html.clone());
+            self.answer(session, ctx, answer).await;
+            return FailToProxy {
+                error_code: Reason::Maintenance.status(),
+                can_reuse_downstream: false,
+            };
         }
         let Some(reason) = reason_of(e) else {
             // The client is gone: nothing to answer.
