@@ -66,6 +66,8 @@ pub struct NetNs {
     pub host_ip: Ipv4Addr,
     /// The address inside the namespace: origins listen here.
     pub ip: Ipv4Addr,
+    /// This side of the veth pair.
+    host_if: String,
 }
 
 impl NetNs {
@@ -108,7 +110,12 @@ impl NetNs {
         let _ = run("ip", &["link", "del", &host_if]);
         run("ip", &["netns", "add", &name])?;
         // From here on, dropping `ns` cleans up.
-        let ns = NetNs { name, host_ip, ip };
+        let ns = NetNs {
+            name,
+            host_ip,
+            ip,
+            host_if: host_if.clone(),
+        };
         let host_cidr = format!("{host_ip}/30");
         let ns_cidr = format!("{ip}/30");
         run(
@@ -117,10 +124,7 @@ impl NetNs {
                 "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
             ],
         )?;
-        if let Err(e) = run("ip", &["link", "set", &ns_if, "netns", &ns.name]) {
-            let _ = run("ip", &["link", "del", &host_if]);
-            return Err(e);
-        }
+        run("ip", &["link", "set", &ns_if, "netns", &ns.name])?;
         run("ip", &["addr", "add", &host_cidr, "dev", &host_if])?;
         run("ip", &["link", "set", &host_if, "up"])?;
         ns_run(&ns.name, "ip", &["addr", "add", &ns_cidr, "dev", &ns_if])?;
@@ -156,9 +160,14 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        // Deleting the namespace deletes its end of the veth pair, hence the pair, and its
-        // iptables rules. Processes still inside keep it alive until they die: the origins
-        // are killed by their own drop (declare them after the namespace).
+        // Sockets left inside (those of killed origins, still retransmitting into a DROP rule)
+        // keep a namespace alive for minutes after `ip netns del`, and its veth pair with it:
+        // delete the pair first (both ends go, with the address and route on this side).
+        // Origins must be killed before (declare them after the namespace).
+        let _ = self.heal();
+        if let Err(e) = run("ip", &["link", "del", &self.host_if]) {
+            eprintln!("netns cleanup of {}: {e}", self.host_if);
+        }
         if let Err(e) = run("ip", &["netns", "del", &self.name]) {
             eprintln!("netns cleanup of {}: {e}", self.name);
         }

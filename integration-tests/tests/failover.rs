@@ -11,8 +11,7 @@ use serde_json::Value;
 /// Health checks fast enough for tests, failback after `failback`.
 fn fast(y: &mut ProxyYaml, failback: &str) {
     y.upstream = vec![
-        "health_check: { path: /healthz, interval: 100ms, timeout: 300ms, rise: 2, fall: 2 }"
-            .into(),
+        "health_check: { path: /healthz, interval: 100ms, timeout: 1s, rise: 2, fall: 2 }".into(),
         format!("failback_after: {failback}"),
     ];
 }
@@ -35,6 +34,26 @@ fn wait_active(r: &Rempart, dc: Option<&str>, timeout: Duration) {
         got.is_some(),
         "the active datacenter did not become {dc:?} within {timeout:?}: {}",
         ent_status(r)
+    );
+}
+
+/// Wait until every server has passed a health check and dc-a is active (servers start
+/// unknown: the stack is routable as soon as one of them is up).
+fn all_up(s: &Stack) {
+    let done = poll_until(Duration::from_secs(10), || {
+        let ent = ent_status(&s.rempart);
+        let servers: Vec<Value> = ent["datacenters"]
+            .as_array()?
+            .iter()
+            .flat_map(|dc| dc["servers"].as_array().cloned().unwrap_or_default())
+            .collect();
+        (ent["active_datacenter"] == "dc-a" && servers.iter().all(|srv| srv["health"] == "up"))
+            .then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "servers not all up: {}",
+        ent_status(&s.rempart)
     );
 }
 
@@ -71,7 +90,9 @@ async fn send_n(
                 let origin = serde_json::from_str::<Value>(&body)
                     .ok()
                     .and_then(|v| v["origin"].as_str().map(str::to_string))
-                    .unwrap_or_default();
+                    .unwrap_or_else(|| {
+                        format!("not an echo: {}", body.chars().take(80).collect::<String>())
+                    });
                 out.push((status, origin));
             }
             Err(e) => out.push((0, format!("error: {e}"))),
@@ -95,6 +116,7 @@ async fn refused_connections_are_retried_and_traffic_fails_over() {
         y.upstream
             .push("outlier: { consecutive_failures: 3, eject_for: 30s }".into());
     });
+    all_up(&s);
     let c = http_client();
     s.dc_a[0].kill();
     let gets = send_n(&c, 30, |c, i| c.get(s.url(&format!("/one-dead/{i}")))).await;
@@ -153,6 +175,7 @@ async fn refused_connections_are_retried_and_traffic_fails_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_health_checks_move_traffic_and_it_returns_only_after_failback_after() {
     let s = Stack::start(1, 1, |y| fast(y, "4s"));
+    all_up(&s);
     let c = http_client();
     wait_active(&s.rempart, Some("dc-a"), Duration::from_secs(5));
     s.dc_a[0].fail_health();
@@ -210,6 +233,7 @@ async fn a_server_answering_503_is_ejected_and_its_requests_retried_elsewhere() 
         y.upstream
             .push("outlier: { consecutive_failures: 3, eject_for: 30s }".into());
     });
+    all_up(&s);
     let c = http_client();
     s.dc_a[0].force_status(503);
     let gets = send_n(&c, 30, |c, i| c.get(s.url(&format!("/x/{i}")))).await;
@@ -256,6 +280,7 @@ async fn writes_are_never_sent_twice_unless_they_carry_an_idempotency_key() {
         y.upstream
             .push("outlier: { consecutive_failures: 1000, eject_for: 30s }".into());
     });
+    all_up(&s);
     let c = http_client();
     s.dc_a[0].force_status(503);
     s.dc_a[1].force_status(502);
@@ -300,6 +325,7 @@ async fn a_slow_server_is_left_after_per_try_for_safe_requests_only() {
         },
         true,
     );
+    all_up(&s);
     let c = http_client();
     let gets = send_n(&c, 10, |c, i| c.get(s.url(&format!("/api/{i}")))).await;
     assert!(all_ok(&gets), "{gets:?}");
@@ -330,6 +356,7 @@ async fn a_slow_server_is_left_after_per_try_for_safe_requests_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drains_through_the_admin_api() {
     let s = Stack::start(2, 1, |y| fast(y, "1s"));
+    all_up(&s);
     let c = http_client();
     let r = &s.rempart;
     let a1 = s.dc_a[0].addr();
@@ -373,6 +400,7 @@ async fn every_datacenter_down_answers_the_maintenance_page() {
         fast(y, "1s");
         y.extra = "pages:\n  maintenance: conf/pages/maintenance.html\n".into();
     });
+    all_up(&s);
     let c = http_client();
     s.dc_a[0].fail_health();
     s.dc_b[0].fail_health();
@@ -425,6 +453,7 @@ async fn the_retry_budget_stops_a_retry_storm() {
         y.upstream
             .push("retries: { attempts: 2, budget: 10% }".into());
     });
+    all_up(&s);
     let c = http_client();
     for o in s.dc_a.iter().chain(&s.dc_b) {
         o.force_status(503);
@@ -470,6 +499,7 @@ async fn a_body_larger_than_the_replay_buffer_fails_over_only_on_connect_failure
         y.upstream
             .push("outlier: { consecutive_failures: 100000, eject_for: 30s }".into());
     });
+    all_up(&s);
     let c = http_client();
     // a2 answers 503 to everything: a large PUT that reaches it is not sent again.
     s.dc_a[1].force_status(503);

@@ -123,9 +123,9 @@ fn ent(r: &Rempart) -> Value {
     r.admin_json("/status")["upstreams"]["ent"].clone()
 }
 
-/// Sum of a per-server field of `/status` over a datacenter's servers.
-fn dc_sum(r: &Rempart, dc: &str, field: &str) -> i64 {
-    ent(r)["datacenters"]
+/// Sum of a per-server field of `/status` (`ent`) over a datacenter's servers.
+fn dc_sum(ent: &Value, dc: &str, field: &str) -> i64 {
+    ent["datacenters"]
         .as_array()
         .and_then(|dcs| dcs.iter().find(|d| d["name"] == dc).cloned())
         .and_then(|d| d["servers"].as_array().cloned())
@@ -185,11 +185,17 @@ async fn a_datacenter_that_drops_packets_loses_no_get_and_fails_back_late() {
         true,
     );
     let r = &s.rempart;
-    assert!(
-        wait_active(r, "dc-a", Duration::from_secs(10)).is_some(),
-        "{}",
-        ent(r)
-    );
+    // Servers start unknown: wait until all four passed a check and dc-a is active.
+    let ready = poll_until(Duration::from_secs(10), || {
+        let e = ent(r);
+        let all_up = e["datacenters"].as_array()?.iter().all(|dc| {
+            dc["servers"]
+                .as_array()
+                .is_some_and(|v| v.iter().all(|srv| srv["health"] == "up"))
+        });
+        (all_up && e["active_datacenter"] == "dc-a").then_some(())
+    });
+    assert!(ready.is_some(), "{}", ent(r));
 
     let load = Arc::new(Load {
         phase: AtomicUsize::new(WARM),
@@ -220,10 +226,12 @@ async fn a_datacenter_that_drops_packets_loses_no_get_and_fails_back_late() {
     load.phase.store(SETTLED, Ordering::Relaxed);
 
     // Settled: dc-a gets no new tries (only those already under way may end), dc-b serves.
-    let tries_before = dc_sum(r, "dc-a", "requests");
-    let in_flight_before = dc_sum(r, "dc-a", "in_flight");
+    // One reading: a try is counted in `requests` when it ends, in `in_flight` until then.
+    let before = ent(r);
+    let tries_before = dc_sum(&before, "dc-a", "requests");
+    let in_flight_before = dc_sum(&before, "dc-a", "in_flight");
     run_for(Duration::from_secs(2)).await;
-    let new_tries = dc_sum(r, "dc-a", "requests") - tries_before;
+    let new_tries = dc_sum(&ent(r), "dc-a", "requests") - tries_before;
     assert!(
         new_tries <= in_flight_before,
         "after the failover dc-a got {new_tries} new tries ({in_flight_before} were under way)"
@@ -237,13 +245,24 @@ async fn a_datacenter_that_drops_packets_loses_no_get_and_fails_back_late() {
     load.phase.store(HEALED, Ordering::Relaxed);
     ns_a.heal().expect("remove the DROP rules");
     let healed_at = Instant::now();
+    // dc-a is up again once its servers pass `rise` checks and their ejections (from the burn)
+    // are over; from then on it must wait failback_after.
+    let failing_back = poll_until(Duration::from_secs(30), || {
+        let state = ent(r)["datacenters"][0]["state"].clone();
+        state
+            .as_str()
+            .is_some_and(|st| st.starts_with("failing back"))
+            .then_some(state)
+    })
+    .unwrap_or_else(|| panic!("dc-a never came back up: {}", ent(r)));
+    let up_at = Instant::now();
+    let up_after_heal = healed_at.elapsed();
     let healed_a_before = by_path(&s.dc_a, "/healed");
     run_for(Duration::from_secs(3)).await;
     let healed_a = by_path(&s.dc_a, "/healed") - healed_a_before;
-    let failing_back = ent(r)["datacenters"][0]["state"].clone();
     assert_eq!(
         healed_a, 0,
-        "dc-a got traffic within 3 s of healing, failback_after is {FAILBACK_AFTER:?}"
+        "dc-a got traffic within 3 s of coming back up, failback_after is {FAILBACK_AFTER:?}"
     );
     assert!(by_path(&s.dc_b, "/healed") > 0);
 
@@ -251,6 +270,7 @@ async fn a_datacenter_that_drops_packets_loses_no_get_and_fails_back_late() {
     let back = wait_active(r, "dc-a", Duration::from_secs(30))
         .unwrap_or_else(|| panic!("traffic never returned to dc-a: {}", ent(r)));
     let failback_from_heal = healed_at.elapsed();
+    let failback_from_up = up_at.elapsed();
     load.phase.store(BACK, Ordering::Relaxed);
     run_for(Duration::from_millis(1500)).await;
     load.stop.store(true, Ordering::Relaxed);
@@ -298,8 +318,9 @@ async fn a_datacenter_that_drops_packets_loses_no_get_and_fails_back_late() {
          GET latency during the burn ({} requests): p50 {:?}, p99 {:?}, max {:?}\n\
          time to settle on dc-b: {settle:?} from the DROP (status poll; {settle_from_burn:?} incl. poll), \
          SPEC bound fall x interval + timeout + 1 s = {bound:?}\n\
-         dc-a state 3 s after healing: {failing_back}\n\
-         time to fail back: {failback_from_heal:?} after healing (failback_after {FAILBACK_AFTER:?}; waited {back:?})\n\
+         dc-a back up {up_after_heal:?} after healing (rise, and the end of the burn's ejections): {failing_back}\n\
+         time to fail back: {failback_from_heal:?} after healing, {failback_from_up:?} after dc-a was up again \
+         (failback_after {FAILBACK_AFTER:?}; the last poll waited {back:?})\n\
          POSTs: {posts_sent} sent, {posts_ok} ok, {posts_failed} failed, {posts_received} received by origins, {duplicates} duplicate request ids\n",
         per_phase.join(", "),
         lat.len(),

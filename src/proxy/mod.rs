@@ -236,8 +236,14 @@ fn reason_of(e: &Error) -> Option<Reason> {
 }
 
 impl RempartProxy {
-    /// Write an answer of Rempart's own and remember why, for metrics and the log.
-    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx, mut answer: Answer) {
+    /// Write an answer of Rempart's own and remember why, for metrics and the log. Returns
+    /// whether the answer announced `Connection: close`.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut answer: Answer,
+    ) -> bool {
         ctx.reason = Some(answer.reason);
         // A body left unread would be taken for the next request: close instead.
         let headers = &session.req_header().headers;
@@ -255,7 +261,9 @@ impl RempartProxy {
             .inc();
         if let Err(e) = answer.send(session).await {
             tracing::debug!(error = %e, "could not write an answer to the client");
+            return true;
         }
+        answer.close
     }
 }
 
@@ -532,10 +540,10 @@ impl ProxyHttp for RempartProxy {
                 .as_ref()
                 .and_then(|s| s.config.pages.maintenance.as_ref())
                 .map(|page| page.html.clone());
-            self.answer(session, ctx, answer).await;
+            let closed = self.answer(session, ctx, answer).await;
             return FailToProxy {
                 error_code: Reason::Maintenance.status(),
-                can_reuse_downstream: false,
+                can_reuse_downstream: !closed,
             };
         }
         let Some(reason) = reason_of(e) else {
@@ -552,15 +560,18 @@ impl ProxyHttp for RempartProxy {
             answer.retry_after = Some(5);
         }
         let already_answered = session.response_written().is_some();
-        if already_answered {
+        // The connection stays open only when the answer was written whole, without
+        // `Connection: close`, after the whole request body was read.
+        let reusable = if already_answered {
             // Bytes already went to the client: the connection is closed instead.
             ctx.reason = Some(reason);
+            false
         } else {
-            self.answer(session, ctx, answer).await;
-        }
+            !self.answer(session, ctx, answer).await
+        };
         FailToProxy {
             error_code: reason.status(),
-            can_reuse_downstream: false,
+            can_reuse_downstream: reusable,
         }
     }
 
