@@ -236,14 +236,8 @@ fn reason_of(e: &Error) -> Option<Reason> {
 }
 
 impl RempartProxy {
-    /// Write an answer of Rempart's own and remember why, for metrics and the log. Returns
-    /// whether the answer announced `Connection: close`.
-    async fn answer(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        mut answer: Answer,
-    ) -> bool {
+    /// Write an answer of Rempart's own and remember why, for metrics and the log.
+    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx, mut answer: Answer) {
         ctx.reason = Some(answer.reason);
         // A body left unread would be taken for the next request: close instead.
         let headers = &session.req_header().headers;
@@ -261,9 +255,7 @@ impl RempartProxy {
             .inc();
         if let Err(e) = answer.send(session).await {
             tracing::debug!(error = %e, "could not write an answer to the client");
-            return true;
         }
-        answer.close
     }
 }
 
@@ -532,18 +524,22 @@ impl ProxyHttp for RempartProxy {
         if ctx.current.is_some() {
             ctx.end_try(outcome_of(e), None, e.esource() == &ErrorSource::Upstream);
         }
+        // pingora never reuses the client connection after a failed proxy attempt
+        // (`can_reuse_downstream` only counts for errors before it): every answer written here
+        // says `Connection: close`, so that clients do not send on a closed connection.
         if ctx.all_down {
             let mut answer = Answer::new(Reason::Maintenance);
             answer.retry_after = Some(MAINTENANCE_RETRY_AFTER);
+            answer.close = true;
             answer.page = ctx
                 .snapshot
                 .as_ref()
                 .and_then(|s| s.config.pages.maintenance.as_ref())
                 .map(|page| page.html.clone());
-            let closed = self.answer(session, ctx, answer).await;
+            self.answer(session, ctx, answer).await;
             return FailToProxy {
                 error_code: Reason::Maintenance.status(),
-                can_reuse_downstream: !closed,
+                can_reuse_downstream: false,
             };
         }
         let Some(reason) = reason_of(e) else {
@@ -560,18 +556,15 @@ impl ProxyHttp for RempartProxy {
             answer.retry_after = Some(5);
         }
         let already_answered = session.response_written().is_some();
-        // The connection stays open only when the answer was written whole, without
-        // `Connection: close`, after the whole request body was read.
-        let reusable = if already_answered {
+        if already_answered {
             // Bytes already went to the client: the connection is closed instead.
             ctx.reason = Some(reason);
-            false
         } else {
-            !self.answer(session, ctx, answer).await
-        };
+            self.answer(session, ctx, answer).await;
+        }
         FailToProxy {
             error_code: reason.status(),
-            can_reuse_downstream: reusable,
+            can_reuse_downstream: false,
         }
     }
 

@@ -14,6 +14,9 @@ pub struct DcView {
     pub up: bool,
     /// Known to be unfit (drained, or a server down or ejected), as opposed to merely unknown.
     pub known_down: bool,
+    /// No server has had a check yet (just started): a worse datacenter does not take the
+    /// traffic before this one's first checks say whether it is up.
+    pub pending: bool,
 }
 
 /// A change found by an evaluation.
@@ -83,7 +86,8 @@ pub fn evaluate(
         Some(c) if up(c) => Some((0..c).find(|&i| ok(i)).unwrap_or(c)),
         _ => (0..dcs.len())
             .find(|&i| ok(i))
-            .or_else(|| (0..dcs.len()).find(|&i| up(i))),
+            .or_else(|| (0..dcs.len()).find(|&i| up(i)))
+            .filter(|&i| !views[..i].iter().any(|v| v.pending)),
     };
     if next != current {
         for (index, dc) in dcs.iter().enumerate() {
@@ -105,14 +109,24 @@ mod tests {
     const UP: DcView = DcView {
         up: true,
         known_down: false,
+        pending: false,
     };
     const DOWN: DcView = DcView {
         up: false,
         known_down: true,
+        pending: false,
     };
+    /// Not checked yet.
+    const PENDING: DcView = DcView {
+        up: false,
+        known_down: false,
+        pending: true,
+    };
+    /// Checked, not up, nothing known down (e.g. a first check failed, not yet `fall`).
     const UNKNOWN: DcView = DcView {
         up: false,
         known_down: false,
+        pending: false,
     };
     const FAILBACK: Duration = Duration::from_secs(30);
 
@@ -129,9 +143,12 @@ mod tests {
     async fn start_uses_the_first_datacenter_as_soon_as_it_is_up() {
         let clock = Clock::new();
         let dcs = [DatacenterState::default(), DatacenterState::default()];
-        assert!(eval(&dcs, &[UNKNOWN, UNKNOWN], &clock).is_empty());
+        assert!(eval(&dcs, &[PENDING, PENDING], &clock).is_empty());
         assert_eq!(active(&dcs), None);
-        // dc-b is checked first.
+        // dc-b is checked first: it waits for dc-a's first checks.
+        assert_eq!(eval(&dcs, &[PENDING, UP], &clock), vec![Change::Up(1)]);
+        assert_eq!(active(&dcs), None);
+        // dc-a's first check failed (one failure, not yet down): dc-b takes the traffic.
         eval(&dcs, &[UNKNOWN, UP], &clock);
         assert_eq!(active(&dcs), Some(1));
         // dc-a comes up a moment later: never seen down, so no hysteresis at start.

@@ -62,6 +62,11 @@ impl HealthState {
         self.get() == Health::Up
     }
 
+    /// Whether anything is known yet: a check passed or failed, or a live request succeeded.
+    pub fn checked(&self) -> bool {
+        self.get() != Health::Unknown || self.failures.load(Ordering::Relaxed) > 0
+    }
+
     /// Record one check. Returns the new health when it flipped: unknown becomes up on the first
     /// pass, down becomes up after `rise` passes in a row, up or unknown become down after `fall`
     /// failures in a row.

@@ -417,6 +417,7 @@ impl Upstream {
             return DcView {
                 up: false,
                 known_down: false,
+                pending: false,
             };
         };
         let drained = dc.state.drained.load(Ordering::Relaxed);
@@ -425,9 +426,13 @@ impl Upstream {
             || dc.servers.iter().any(|s| {
                 s.state.health.get() == Health::Down || s.state.ejection.is_ejected(now_ms)
             });
+        let pending = !drained
+            && !dc.servers.is_empty()
+            && dc.servers.iter().all(|s| !s.state.health.checked());
         DcView {
             up: !drained && usable >= dc.min_healthy,
             known_down,
+            pending,
         }
     }
 

@@ -96,6 +96,31 @@ async fn unknown_servers_get_no_traffic() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn at_start_a_backup_waits_for_the_first_checks_of_a_better_datacenter() {
+    let up = upstream(TWO_DCS, config::WhenAllDown::Maintenance);
+    let b = &up.datacenters[1].servers[0].state;
+    b.health.observe_check(true, 2, 2);
+    up.evaluate();
+    assert_eq!(up.active_datacenter(), None, "dc-a not checked yet");
+    let a1 = &up.datacenters[0].servers[0].state;
+    a1.health.observe_check(true, 2, 2);
+    up.evaluate();
+    assert_eq!(up.active_datacenter(), Some(0));
+
+    // A better datacenter whose first check failed does not hold the traffic back.
+    let up = upstream(TWO_DCS, config::WhenAllDown::Maintenance);
+    up.datacenters[1].servers[0]
+        .state
+        .health
+        .observe_check(true, 2, 2);
+    for server in &up.datacenters[0].servers {
+        server.state.health.observe_check(false, 2, 2);
+    }
+    up.evaluate();
+    assert_eq!(up.active_datacenter(), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
 async fn same_datacenter_first_then_the_next() {
     let up = upstream(TWO_DCS, config::WhenAllDown::Maintenance);
     all_up(&up);
