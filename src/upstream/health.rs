@@ -100,6 +100,11 @@ impl HealthState {
 
     /// A live request succeeded: an unknown server counts as up. True when it flipped.
     pub fn observe_live_success(&self) -> bool {
+        // A plain load first: the compare-and-swap (a write) happens once per server, not on
+        // every successful request.
+        if self.get() != Health::Unknown {
+            return false;
+        }
         self.health
             .compare_exchange(
                 Health::Unknown as u8,
