@@ -130,7 +130,7 @@ impl Runtime {
                 resolver.replace(&tls.certificates);
             }
         }
-        let snapshot = compile(Arc::new(config), generation, &self.metrics);
+        let snapshot = compile(Arc::new(config), generation, &self.metrics, &self.upstreams);
         self.snapshot.store(Arc::new(snapshot));
         self.metrics.config_generation.set(generation as i64);
         generation

@@ -309,7 +309,12 @@ impl AccessLog {
 
 /// The time now as RFC 3339 UTC with milliseconds, e.g. `2026-11-29T10:18:41.123Z`.
 pub fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now()
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// A time as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    let now = time
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = now.as_secs();

@@ -607,6 +607,12 @@ impl Rempart {
         http1::request(self.addrs.admin, method, path, &headers, b"", timeout)
     }
 
+    /// `GET` on the admin API, without panicking when nothing answers yet (for polls).
+    pub fn try_admin(&self, path: &str) -> std::io::Result<(u16, String)> {
+        self.admin_request("GET", path, Duration::from_secs(5))
+            .map(|a| (a.status, a.text()))
+    }
+
     /// `GET` on the admin API (with the YAML's token when it has one): (status, body).
     pub fn admin(&self, path: &str) -> (u16, String) {
         self.admin_call("GET", path)

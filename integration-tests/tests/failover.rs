@@ -527,3 +527,58 @@ async fn a_body_larger_than_the_replay_buffer_fails_over_only_on_connect_failure
     assert!(all_ok(&puts), "{puts:?}");
     assert_eq!(served_by(&puts, "a2"), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drains_ejections_and_health_survive_a_reload() {
+    let s = Stack::start(2, 1, |y| {
+        fast(y, "30s");
+        y.upstream
+            .push("outlier: { consecutive_failures: 3, eject_for: 60s }".into());
+    });
+    all_up(&s);
+    let c = http_client();
+    let r = &s.rempart;
+    s.dc_a[0].force_status(503);
+    let gets = send_n(&c, 10, |c, i| c.get(s.url(&format!("/r/{i}")))).await;
+    assert!(all_ok(&gets), "{gets:?}");
+    let (st, body) = r.admin_post("/upstreams/ent/datacenters/dc-a/drain");
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(active(r).as_deref(), Some("dc-b"));
+
+    let (st, body) = r.admin_post("/reload");
+    assert_eq!(st, 200, "{body}");
+    let v = r.admin_json("/status");
+    assert!(v["generation"].as_u64().is_some_and(|g| g >= 2), "{v}");
+    assert_eq!(dc_status(r, "dc-a")["state"], "draining");
+    assert_eq!(active(r).as_deref(), Some("dc-b"));
+    let a1 = s.dc_a[0].addr().to_string();
+    let a1_status = dc_status(r, "dc-a")["servers"]
+        .as_array()
+        .and_then(|v| v.iter().find(|srv| srv["address"] == a1.as_str()).cloned())
+        .unwrap();
+    assert_eq!(a1_status["ejected"], true, "{a1_status}");
+    assert_eq!(a1_status["health"], "up", "{a1_status}");
+    let gets = send_n(&c, 5, |c, i| c.get(s.url(&format!("/after/{i}")))).await;
+    assert_eq!(served_by(&gets, "b1"), 5, "{gets:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_right_after_start_wait_for_the_first_checks() {
+    // Servers start unknown; a request that comes before the first checks (a fresh start, an
+    // upgrade) waits for them rather than getting the maintenance page.
+    let origins = vec![Origin::start("a1", &[]), Origin::start("a2", &[])];
+    let s = Stack::start_with(
+        origins,
+        vec![],
+        |y| {
+            y.upstream = vec![
+                "health_check: { path: /healthz, interval: 1s, timeout: 1s, rise: 2, fall: 2 }"
+                    .into(),
+            ];
+        },
+        false,
+    );
+    let c = http_client();
+    let gets = send_n(&c, 5, |c, i| c.get(s.url(&format!("/early/{i}")))).await;
+    assert!(all_ok(&gets), "{gets:?}");
+}

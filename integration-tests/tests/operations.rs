@@ -303,7 +303,8 @@ fn upgrade_hands_the_sockets_over_without_failing_a_request() {
         "the old process drains and exits after SIGQUIT"
     );
     let new_pid = poll_until(Duration::from_secs(20), || {
-        let (code, body) = new.admin("/status");
+        // The new process binds the admin port once the old one has let it go.
+        let (code, body) = new.try_admin("/status").ok()?;
         if code != 200 {
             return None;
         }

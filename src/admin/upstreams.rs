@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Path, State};
 use axum::routing::post;
@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::AdminError;
 use crate::runtime::{Runtime, Snapshot};
+use crate::telemetry::rfc3339;
 use crate::upstream::Upstream;
 
 /// Routes under `/upstreams`: drain and undrain a datacenter or a server.
@@ -137,6 +138,9 @@ pub fn status(_runtime: &Runtime, snapshot: &Snapshot) -> Value {
                             "usable": state.usable(now),
                             "drained": state.drained.load(Ordering::Relaxed),
                             "ejected": ejection.until_ms.is_some(),
+                            "ejected_until": ejection.until_ms.map(|until| {
+                                rfc3339(SystemTime::now() + Duration::from_millis(until - now))
+                            }),
                             "ejection": {
                                 "remaining_seconds": ejection.until_ms.map(|until| seconds(Duration::from_millis(until - now))),
                                 "count": ejection.count,

@@ -366,7 +366,17 @@ impl ProxyHttp for RempartProxy {
             upstream.record_request(now);
             ctx.safe_to_resend = retry::safe_to_resend(&req.method, &req.headers);
         }
-        let pick = match upstream.pick(&ctx.tried, now) {
+        let mut choice = upstream.pick(&ctx.tried, now);
+        if matches!(choice, Choice::AllDown) && upstream.first_checks_pending() {
+            // Just started (or upgraded): no server has been checked yet. Wait for the first
+            // checks rather than answer with the maintenance page.
+            let deadline = Instant::now() + upstream.first_checks_wait();
+            while matches!(choice, Choice::AllDown) && Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                choice = upstream.pick(&ctx.tried, upstream.now_ms());
+            }
+        }
+        let pick = match choice {
             Choice::Server(pick) => pick,
             Choice::AllDown => {
                 ctx.all_down = true;

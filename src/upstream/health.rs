@@ -175,10 +175,14 @@ pub fn next_delay(interval: Duration) -> Duration {
     interval.mul_f64(jitter)
 }
 
-/// The delay of a server's first check: a small random part of the interval (at most 100 ms),
-/// so servers are known soon after start without all being checked at the same instant.
+/// The first checks of a process are spread over this much time at most.
+pub const FIRST_CHECK_SPREAD: Duration = Duration::from_millis(50);
+
+/// The delay of a server's first check: a small random part of the interval (at most
+/// `FIRST_CHECK_SPREAD`), so servers are known soon after start without all being checked at
+/// the same instant. Requests wait for these checks (see `Upstream::first_checks_pending`).
 fn first_delay(interval: Duration) -> Duration {
-    let spread = interval.min(Duration::from_millis(100));
+    let spread = interval.min(FIRST_CHECK_SPREAD);
     spread.mul_f64(rand::rng().random_range(0.0..1.0))
 }
 
@@ -328,7 +332,7 @@ mod tests {
         for _ in 0..100 {
             let d = next_delay(Duration::from_secs(1));
             assert!(d >= Duration::from_millis(900) && d <= Duration::from_millis(1100));
-            assert!(first_delay(Duration::from_secs(1)) <= Duration::from_millis(100));
+            assert!(first_delay(Duration::from_secs(1)) <= FIRST_CHECK_SPREAD);
         }
     }
 }

@@ -264,6 +264,21 @@ impl Upstream {
             .chain((0..n).filter(move |&i| Some(i) != active && !up(i)))
     }
 
+    /// Whether no server has had a health check yet (the process or this upstream just
+    /// started): requests wait a moment for the first checks instead of getting the
+    /// maintenance answer.
+    pub fn first_checks_pending(&self) -> bool {
+        self.datacenters
+            .iter()
+            .flat_map(|dc| &dc.servers)
+            .all(|server| !server.state.health.checked())
+    }
+
+    /// How long a request waits for the first health checks at start.
+    pub fn first_checks_wait(&self) -> Duration {
+        self.config.health_check.timeout + health::FIRST_CHECK_SPREAD + Duration::from_millis(100)
+    }
+
     /// Whether every datacenter is down.
     pub fn all_down(&self) -> bool {
         !self.datacenters.iter().any(|dc| dc.state.is_up())
