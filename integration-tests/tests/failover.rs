@@ -516,16 +516,40 @@ async fn a_body_larger_than_the_replay_buffer_fails_over_only_on_connect_failure
     let small = send_n(&c, 4, |c, i| c.put(s.url(&format!("/small/{i}"))).body("x")).await;
     assert!(all_ok(&small), "{small:?}");
 
-    // a1 refuses connections: the large PUT never reached it, so it goes to a2 (which now
+    // a1 refuses connections: a large POST never reached it, so it goes to a2 (which now
     // answers normally).
     s.dc_a[1].answer_normally();
     s.dc_a[0].kill();
-    let puts = send_n(&c, 4, |c, i| {
-        c.put(s.url(&format!("/moved/{i}"))).body(big.clone())
+    let a2_posts = s.dc_a[1]
+        .stats()
+        .by_method
+        .get("POST")
+        .copied()
+        .unwrap_or(0);
+    let posts = send_n(&c, 4, |c, i| {
+        c.post(s.url(&format!("/moved/{i}"))).body(big.clone())
     })
     .await;
-    assert!(all_ok(&puts), "{puts:?}");
-    assert_eq!(served_by(&puts, "a2"), 4);
+    assert!(all_ok(&posts), "{posts:?}");
+    assert_eq!(served_by(&posts, "a2"), 4);
+    assert_eq!(
+        s.dc_a[1]
+            .stats()
+            .by_method
+            .get("POST")
+            .copied()
+            .unwrap_or(0)
+            - a2_posts,
+        4,
+        "each large POST reached a2 once"
+    );
+    assert!(
+        metric(
+            &s.rempart,
+            "rempart_retries_total{kind=\"connect\",upstream=\"ent\"}"
+        ) >= 1.0,
+        "a large POST went to the dead a1 first and was retried"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
