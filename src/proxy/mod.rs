@@ -15,7 +15,7 @@ use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::protocols::Digest;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
@@ -523,6 +523,18 @@ impl ProxyHttp for RempartProxy {
                 .is_some_and(|kind| ctx.retry(session, kind));
         e.set_retry(retry);
         e
+    }
+
+    /// Retries are counted (`rempart_retries_total{kind}`) and logged with their request (the
+    /// access log's `retries`); a warning line per retry would flood the log during an outage.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
     }
 
     async fn fail_to_proxy(
