@@ -12,7 +12,7 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::ALPN;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
@@ -90,6 +90,7 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    let phases = server.watch_execution_phase();
     server.bootstrap();
     let conf = server.configuration.clone();
 
@@ -134,6 +135,7 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
         "rempart lifecycle",
         Lifecycle {
             runtime: runtime.clone(),
+            phases: std::sync::Mutex::new(Some(phases)),
             addresses: listeners.iter().map(|l| l.address).collect(),
         },
     ));
@@ -173,6 +175,8 @@ fn install_startup_panic_guard() {
 /// the listeners accept, and the end of a graceful drain.
 struct Lifecycle {
     runtime: Arc<Runtime>,
+    /// pingora's execution phases: a SIGQUIT (upgrade) starts the drain before the shutdown.
+    phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
     addresses: Vec<SocketAddr>,
 }
 
@@ -262,6 +266,26 @@ impl BackgroundService for Lifecycle {
             }
         }
         tokio::spawn(watch_config(self.runtime.clone()));
+
+        // On SIGQUIT pingora sends the listening sockets to the new process, then keeps this one
+        // accepting a few seconds before it shuts down: drain from the first moment, so that
+        // clients leave their keep-alive connections for the new process.
+        let phases = self.phases.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(mut phases) = phases {
+            let runtime = self.runtime.clone();
+            tokio::spawn(async move {
+                while let Ok(phase) = phases.recv().await {
+                    if matches!(
+                        phase,
+                        ExecutionPhase::GracefulUpgradeTransferringFds
+                            | ExecutionPhase::GracefulUpgradeCloseTimeout
+                            | ExecutionPhase::GracefulTerminate
+                    ) {
+                        runtime.draining.store(true, Ordering::Release);
+                    }
+                }
+            });
+        }
 
         // Graceful drain: pingora stops accepting and then waits the whole grace period;
         // Rempart leaves as soon as the requests in flight are done.

@@ -239,6 +239,9 @@ impl RempartProxy {
     /// Write an answer of Rempart's own and remember why, for metrics and the log.
     async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx, mut answer: Answer) {
         ctx.reason = Some(answer.reason);
+        if self.runtime.is_draining() {
+            answer.close = true;
+        }
         // A body left unread would be taken for the next request: close instead.
         let headers = &session.req_header().headers;
         let has_body = headers.contains_key(header::TRANSFER_ENCODING)
@@ -411,6 +414,11 @@ impl ProxyHttp for RempartProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // While the process hands over or drains, answers close their connection so clients
+        // move to fresh ones (served by the new process) instead of racing the shutdown.
+        if self.runtime.is_draining() {
+            session.set_keepalive(None);
+        }
         // X-Forwarded-For: what came before, then the peer we saw.
         if let Some(peer) = ctx.peer_ip {
             let peer = peer.to_string();
