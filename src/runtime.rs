@@ -9,7 +9,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use http::Method;
 
 use crate::config::{Config, Route};
-use crate::queue::LoginQueue;
+use crate::queue::{LoginQueue, QueueRegistry};
 use crate::shield::Shield;
 use crate::telemetry::{rfc3339_now, AccessLog, Metrics, RouteMetrics};
 use crate::tls::SniResolver;
@@ -83,6 +83,8 @@ pub struct Runtime {
     /// Set once every listener accepts connections.
     pub listening: AtomicBool,
     pub last_reload_error: ArcSwapOption<String>,
+    /// Login queue state (lines, limits, pause) that outlives configuration generations.
+    pub queues: QueueRegistry,
 }
 
 impl Runtime {
@@ -100,7 +102,8 @@ impl Runtime {
             })
             .collect();
         let upstreams = Arc::new(Registry::new());
-        let snapshot = compile(Arc::new(config), 1, &metrics, &upstreams);
+        let queues = QueueRegistry::new();
+        let snapshot = compile(Arc::new(config), 1, &metrics, &upstreams, &queues);
         metrics.config_generation.set(1);
         Ok(Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -114,6 +117,7 @@ impl Runtime {
             draining: AtomicBool::new(false),
             listening: AtomicBool::new(false),
             last_reload_error: ArcSwapOption::empty(),
+            queues,
         }))
     }
 
@@ -130,7 +134,13 @@ impl Runtime {
                 resolver.replace(&tls.certificates);
             }
         }
-        let snapshot = compile(Arc::new(config), generation, &self.metrics, &self.upstreams);
+        let snapshot = compile(
+            Arc::new(config),
+            generation,
+            &self.metrics,
+            &self.upstreams,
+            &self.queues,
+        );
         self.snapshot.store(Arc::new(snapshot));
         self.metrics.config_generation.set(generation as i64);
         generation
@@ -156,6 +166,7 @@ fn compile(
     generation: u64,
     metrics: &Metrics,
     registry: &Registry,
+    queues: &QueueRegistry,
 ) -> Snapshot {
     let upstreams: Vec<Arc<Upstream>> = config
         .upstreams
@@ -171,7 +182,7 @@ fn compile(
         })
         .collect();
     let shield = Arc::new(Shield::compile(&config, metrics));
-    let queues = LoginQueue::compile_all(&config, metrics)
+    let queues = LoginQueue::compile_all(&config, metrics, queues)
         .into_iter()
         .map(Arc::new)
         .collect();

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub datacenter_active: IntGaugeVec,
     pub failovers_total: IntCounterVec,
     pub retries_total: IntCounterVec,
+    pub queue_waiting: IntGaugeVec,
+    pub queue_in_flight: IntGaugeVec,
+    pub queue_limit: IntGaugeVec,
+    pub queue_wait_seconds: HistogramVec,
+    pub queue_outcomes_total: IntCounterVec,
     /// Requests between their first byte and their log line; the graceful drain waits on it.
     pub requests_in_flight: AtomicI64,
     /// Requests answered, all routes together, and those answered 5xx (for the dashboard's
@@ -117,6 +122,44 @@ impl Metrics {
             ),
             &["upstream", "kind"],
         )?;
+        let queue_waiting = IntGaugeVec::new(
+            Opts::new("rempart_queue_waiting", "Requests waiting in a login queue"),
+            &["queue"],
+        )?;
+        let queue_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "rempart_queue_in_flight",
+                "Requests of a login queue in flight to the upstream",
+            ),
+            &["queue"],
+        )?;
+        let queue_limit = IntGaugeVec::new(
+            Opts::new(
+                "rempart_queue_limit",
+                "Concurrency limit of a login queue (moves when adaptive)",
+            ),
+            &["queue"],
+        )?;
+        let queue_wait_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "rempart_queue_wait_seconds",
+                "Time spent in a login queue, by admitted and waiting-room requests",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["queue"],
+        )?;
+        let queue_outcomes_total = IntCounterVec::new(
+            Opts::new(
+                "rempart_queue_outcomes_total",
+                "Arrivals at a login queue by outcome: admitted, waiting_room, queue_full, abandoned",
+            ),
+            &["queue", "outcome"],
+        )?;
+        registry.register(Box::new(queue_waiting.clone()))?;
+        registry.register(Box::new(queue_in_flight.clone()))?;
+        registry.register(Box::new(queue_limit.clone()))?;
+        registry.register(Box::new(queue_wait_seconds.clone()))?;
+        registry.register(Box::new(queue_outcomes_total.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(request_duration_seconds.clone()))?;
         registry.register(Box::new(responses_generated_total.clone()))?;
@@ -141,6 +184,11 @@ impl Metrics {
             datacenter_active,
             failovers_total,
             retries_total,
+            queue_waiting,
+            queue_in_flight,
+            queue_limit,
+            queue_wait_seconds,
+            queue_outcomes_total,
             requests_in_flight: AtomicI64::new(0),
             requests_answered: AtomicU64::new(0),
             responses_5xx: AtomicU64::new(0),

@@ -1,15 +1,55 @@
-//! Admin calls and status of the login queues.
+//! Admin calls and status of the login queues: `POST /queues/{q}/pause` and `/resume` (the
+//! emergency brake: nobody is admitted, everybody waits), and the `queues` section of `/status`.
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::AdminError;
 use crate::runtime::{Runtime, Snapshot};
+
+/// Tenants listed per queue in `/status`, deepest first.
+const TOP_TENANTS: usize = 10;
 
 /// Routes under `/queues`.
 pub fn routes() -> Router<Arc<Runtime>> {
     Router::new()
+        .route("/queues/{queue}/pause", post(pause))
+        .route("/queues/{queue}/resume", post(resume))
+}
+
+async fn pause(
+    State(runtime): State<Arc<Runtime>>,
+    Path(queue): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    set_paused(&runtime, &queue, true)
+}
+
+async fn resume(
+    State(runtime): State<Arc<Runtime>>,
+    Path(queue): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    set_paused(&runtime, &queue, false)
+}
+
+fn set_paused(runtime: &Runtime, name: &str, paused: bool) -> Result<Json<Value>, AdminError> {
+    let snapshot = runtime.load();
+    let queue = snapshot
+        .queues
+        .iter()
+        .find(|q| q.name == name)
+        .ok_or_else(|| AdminError::NotFound(format!("queue {name:?}")))?;
+    queue.core.set_paused(paused);
+    tracing::warn!(
+        queue = name,
+        paused,
+        "login queue admissions {}",
+        if paused { "paused" } else { "resumed" }
+    );
+    Ok(Json(json!({ "queue": name, "paused": paused })))
 }
 
 /// The `queues` section of `/status`.
@@ -18,7 +58,33 @@ pub fn status(_runtime: &Runtime, snapshot: &Snapshot) -> Value {
         snapshot
             .queues
             .iter()
-            .map(|q| (q.name.clone(), json!({})))
+            .map(|q| {
+                let s = q.core.status(TOP_TENANTS);
+                let tenants: serde_json::Map<String, Value> = s
+                    .top_tenants
+                    .iter()
+                    .map(|(tenant, depth)| (tenant.to_string(), Value::from(*depth)))
+                    .collect();
+                (
+                    q.name.clone(),
+                    json!({
+                        "limit": s.limit,
+                        "adaptive": q.config.adaptive.map(|a| json!({"min": a.min, "max": a.max})),
+                        "in_flight": s.in_flight,
+                        "waiting": s.waiting,
+                        "waiting_with_pass": s.passes_waiting,
+                        "tenants_waiting": s.tenants_waiting,
+                        "waiting_per_tenant": tenants,
+                        "paused": s.paused,
+                        "admitted": s.admitted,
+                        "timed_out": s.timed_out,
+                        "queue_full": s.queue_full,
+                        "abandoned": s.abandoned,
+                        "upstream_latency_ms": s.latency_ms,
+                        "estimated_wait_seconds": s.eta_seconds,
+                    }),
+                )
+            })
             .collect(),
     )
 }

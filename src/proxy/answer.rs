@@ -120,6 +120,8 @@ pub struct Answer {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// HTML served instead of the text body to clients that do not prefer JSON.
     pub page: Option<Arc<str>>,
+    /// JSON body served instead of the generic one to clients that prefer JSON.
+    pub json: Option<serde_json::Value>,
     /// Close the connection after this answer.
     pub close: bool,
 }
@@ -132,6 +134,7 @@ impl Answer {
             retry_after: None,
             headers: Vec::new(),
             page: None,
+            json: None,
             close: matches!(
                 reason,
                 Reason::Malformed | Reason::HeaderTimeout | Reason::BodyTooSlow
@@ -148,7 +151,12 @@ impl Answer {
     pub fn render(&self, accept: Option<&[u8]>) -> Result<(ResponseHeader, Bytes)> {
         let status = self.reason.status();
         let json = accept.is_some_and(prefers_json);
-        let (content_type, body) = if json {
+        let (content_type, body) = if let (true, Some(value)) = (json, &self.json) {
+            (
+                "application/json",
+                Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+            )
+        } else if json {
             let mut value = serde_json::json!({
                 "status": status,
                 "reason": self.reason.as_str(),

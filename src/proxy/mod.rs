@@ -92,7 +92,6 @@ pub struct RequestCtx {
     #[allow(dead_code)] // read once the shield is wired into the pipeline
     shield: crate::shield::RequestState,
     /// The login queue's view of this request (admission permit, ticket, pass).
-    #[allow(dead_code)] // read once the login queue is wired into the pipeline
     queue: crate::queue::RequestState,
     queue_ms: Option<f64>,
 }
@@ -352,6 +351,33 @@ impl ProxyHttp for RempartProxy {
                 .await;
             return Ok(true);
         }
+
+        // Login queue: wait for admission on a queue route.
+        let queue = ctx.snapshot.as_ref().and_then(|s| {
+            let index = s.routes.get(ctx.route?)?.route.login_queue?;
+            s.queues.get(index).cloned()
+        });
+        if let Some(queue) = queue {
+            use crate::queue::Admission;
+            let admission = queue
+                .enter(session, &ctx.host, ctx.client_ip, ctx.tls, &mut ctx.queue)
+                .await;
+            ctx.queue_ms = ctx.queue.queue_ms();
+            match admission {
+                Admission::Admitted => {}
+                Admission::Answer(answer) => {
+                    self.answer(session, ctx, answer).await;
+                    return Ok(true);
+                }
+                Admission::Gone => {
+                    return Err(Error::explain(
+                        ErrorType::ConnectionClosed,
+                        "the client left the login queue",
+                    )
+                    .into_down());
+                }
+            }
+        }
         Ok(false)
     }
 
@@ -494,6 +520,16 @@ impl ProxyHttp for RempartProxy {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.queue.response(upstream_response);
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         session: &mut Session,
@@ -603,6 +639,7 @@ impl ProxyHttp for RempartProxy {
         let status = session
             .response_written()
             .map_or(0, |resp| resp.status.as_u16());
+        ctx.queue.finish(ctx.upstream_ms, status);
         let elapsed = ctx.started.elapsed();
         let metrics = &self.runtime.metrics;
         metrics.requests_answered.fetch_add(1, Ordering::Relaxed);

@@ -1,26 +1,337 @@
 //! The fair login queue: admission (static or adaptive concurrency), the tenant-fair
 //! scheduler, tickets and passes, and the waiting room.
+//!
+//! - [`limiter`]: how many requests may be in flight (fixed, or the gradient algorithm);
+//! - [`scheduler`]: who goes next (passes, then deficit round robin across tenants, FIFO inside);
+//! - [`admission`]: one queue's long-lived state and the arrive / wait / release protocol;
+//! - [`ticket`]: the signed `rempart_ticket` and `rempart_pass` cookies;
+//! - [`waiting_room`]: the 503 answers.
+//!
+//! A [`LoginQueue`] belongs to one configuration generation; its [`QueueCore`] (line, in-flight
+//! count, adaptive limit, pause, generated key) lives in the [`QueueRegistry`] owned by the
+//! runtime, keyed by queue name, so that a reload keeps queued clients in place.
 
-use crate::config::Config;
+pub mod admission;
+pub mod limiter;
+pub mod scheduler;
+pub mod ticket;
+pub mod waiting_room;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::header::{HeaderValue, COOKIE, SET_COOKIE};
+use ipnet::IpNet;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+
+pub use admission::{Arrival, Entry, Expired, QueueCore, QueueStatus, Slot, Waiting};
+
+use crate::config::{Config, LoginQueue as QueueConfig, TenantSource};
+use crate::proxy::answer::Answer;
 use crate::telemetry::Metrics;
+use ticket::{address_prefix, cookie, set_cookie, unix_now, Signer, PASS_COOKIE, TICKET_COOKIE};
+
+/// The tenant of requests that do not name one.
+pub const DEFAULT_TENANT: &str = "default";
+/// Longer tenant names fall in the default tenant.
+const MAX_TENANT_LEN: usize = 64;
+
+/// The long-lived state of every queue, by name; owned by the runtime.
+#[derive(Default)]
+pub struct QueueRegistry {
+    cores: Mutex<HashMap<String, Arc<QueueCore>>>,
+}
+
+impl QueueRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The core of this queue, created on first sight, reconfigured otherwise.
+    fn core(&self, config: &QueueConfig, metrics: &Metrics) -> Arc<QueueCore> {
+        let mut cores = self.cores.lock().unwrap_or_else(|p| p.into_inner());
+        match cores.get(&config.name) {
+            Some(core) => {
+                core.configure(config);
+                core.clone()
+            }
+            None => {
+                let core = QueueCore::new(config, metrics);
+                cores.insert(config.name.clone(), core.clone());
+                core
+            }
+        }
+    }
+
+    /// Forget queues that are no longer configured (requests still holding them finish).
+    fn retain(&self, names: &[&str]) {
+        let mut cores = self.cores.lock().unwrap_or_else(|p| p.into_inner());
+        cores.retain(|name, _| names.contains(&name.as_str()));
+    }
+}
 
 /// One login queue as a configuration generation defines it.
 pub struct LoginQueue {
     pub name: String,
+    pub config: QueueConfig,
+    pub core: Arc<QueueCore>,
+    signer: Signer,
+    page: Option<Arc<str>>,
+    /// `shield.allow`: exempt from `per_client_waiting`.
+    allow: Vec<IpNet>,
+    ipv6_prefix: u8,
 }
 
 impl LoginQueue {
-    pub fn compile_all(config: &Config, _metrics: &Metrics) -> Vec<LoginQueue> {
+    pub fn compile_all(
+        config: &Config,
+        metrics: &Metrics,
+        registry: &QueueRegistry,
+    ) -> Vec<LoginQueue> {
+        let names: Vec<&str> = config
+            .login_queues
+            .iter()
+            .map(|q| q.name.as_str())
+            .collect();
+        registry.retain(&names);
         config
             .login_queues
             .iter()
-            .map(|q| LoginQueue {
-                name: q.name.clone(),
+            .map(|q| {
+                let core = registry.core(q, metrics);
+                let key: Vec<u8> = match &q.secret {
+                    Some(secret) => secret.0.as_bytes().to_vec(),
+                    None => core.generated_key.to_vec(),
+                };
+                LoginQueue {
+                    name: q.name.clone(),
+                    config: q.clone(),
+                    signer: Signer::new(&key, &q.name),
+                    core,
+                    page: config.pages.waiting_room.as_ref().map(|p| p.html.clone()),
+                    allow: config.shield.allow.clone(),
+                    ipv6_prefix: config.server.ipv6_prefix,
+                }
             })
             .collect()
     }
+
+    /// The tenant a request belongs to.
+    pub fn tenant_of(&self, req: &RequestHeader, host: &str) -> Arc<str> {
+        let raw: Option<&str> = match &self.config.tenant {
+            TenantSource::Host => Some(host),
+            TenantSource::Header(name) => {
+                req.headers.get(name.as_str()).and_then(|v| v.to_str().ok())
+            }
+            TenantSource::Cookie(name) => cookie(
+                req.headers.get_all(COOKIE).iter().map(|v| v.as_bytes()),
+                name,
+            ),
+            TenantSource::Query(name) => req.uri.query().and_then(|q| {
+                q.split('&')
+                    .filter_map(|pair| pair.split_once('='))
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v)
+            }),
+            TenantSource::PathSegment(n) => {
+                req.uri.path().split('/').skip(1).nth(n.saturating_sub(1))
+            }
+        };
+        Arc::from(sanitize_tenant(raw.map(str::trim)))
+    }
+
+    /// The key counted against `per_client_waiting`: None for allowed clients.
+    fn client_key(&self, client_ip: Option<IpAddr>) -> Option<IpAddr> {
+        let ip = client_ip?;
+        if self.allow.iter().any(|net| net.contains(&ip)) {
+            return None;
+        }
+        Some(match ip {
+            IpAddr::V6(v6) => {
+                let bits = u32::from(self.ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+            v4 => v4,
+        })
+    }
+
+    /// Wait for admission. On `Admitted` the slot is in `state`; on `Answer` write it; on
+    /// `Gone` the client closed its connection while in line (it has left the line).
+    pub async fn enter(
+        self: &Arc<Self>,
+        session: &mut Session,
+        host: &str,
+        client_ip: Option<IpAddr>,
+        tls: bool,
+        state: &mut RequestState,
+    ) -> Admission {
+        let started = tokio::time::Instant::now();
+        let req = session.req_header();
+        let tenant = self.tenant_of(req, host);
+        let prefix = address_prefix(client_ip);
+        let now = unix_now();
+        let cookies = || req.headers.get_all(COOKIE).iter().map(|v| v.as_bytes());
+        let pass = cookie(cookies(), PASS_COOKIE)
+            .is_some_and(|v| self.signer.check_pass(v, &prefix, &tenant, now));
+        let ticket = cookie(cookies(), TICKET_COOKIE)
+            .and_then(|v| self.signer.check_ticket(v, &prefix, &tenant, now));
+        state.queue = Some(self.clone());
+        state.tenant = Some(tenant.clone());
+        state.prefix = prefix;
+        state.tls = tls;
+        state.had_pass = pass;
+        state.had_ticket = ticket.is_some();
+
+        let entry = self.core.arrive(Arrival {
+            tenant: tenant.clone(),
+            client: self.client_key(client_ip),
+            pass,
+            ticket_seq: ticket.map(|t| t.seq),
+        });
+        let waiting = match entry {
+            Entry::Admitted(slot) => {
+                state.slot = Some(slot);
+                state.waited = Some(Duration::ZERO);
+                return Admission::Admitted;
+            }
+            Entry::Full => {
+                state.waited = Some(Duration::ZERO);
+                return Admission::Answer(waiting_room::queue_full(&self.name));
+            }
+            Entry::Waiting(waiting) => waiting,
+        };
+        // A request whose body is still unread cannot be watched for closing without reading
+        // the body: it leaves the line when its hold runs out at the latest.
+        let watch = session.is_body_empty() || session.is_body_done();
+        let hold = self.config.hold;
+        let outcome = {
+            let wait = waiting.wait(hold);
+            tokio::pin!(wait);
+            if watch {
+                tokio::select! {
+                    outcome = &mut wait => Some(outcome),
+                    () = client_gone(session) => None,
+                }
+            } else {
+                Some(wait.await)
+            }
+        };
+        state.waited = Some(started.elapsed());
+        match outcome {
+            None => Admission::Gone,
+            Some(Ok(slot)) => {
+                state.slot = Some(slot);
+                Admission::Admitted
+            }
+            Some(Err(expired)) => Admission::Answer(self.waiting_room(&expired, &tenant, state)),
+        }
+    }
+
+    fn waiting_room(&self, expired: &Expired, tenant: &str, state: &RequestState) -> Answer {
+        let ttl = self.config.ticket_ttl.as_secs().max(1);
+        let value = self
+            .signer
+            .ticket(expired.seq, tenant, &state.prefix, unix_now() + ttl);
+        let place = waiting_room::Place {
+            position: expired.position,
+            eta_seconds: expired.eta_seconds,
+            tenant,
+            retry_after: waiting_room::retry_after(expired.eta_seconds, ttl),
+            ticket_cookie: set_cookie(TICKET_COOKIE, &value, ttl, state.tls),
+        };
+        waiting_room::waiting_room(&place, self.page.as_ref())
+    }
 }
 
-/// What the queue remembers about one request (its admission permit, its ticket).
+/// Resolves when the client closes its connection (or its HTTP/2 stream).
+async fn client_gone(session: &mut Session) {
+    loop {
+        match session.read_body_or_idle(true).await {
+            Err(_) => return,
+            Ok(Some(_)) => continue,
+            Ok(None) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+fn sanitize_tenant(raw: Option<&str>) -> &str {
+    match raw {
+        Some(t)
+            if !t.is_empty()
+                && t.len() <= MAX_TENANT_LEN
+                && t.bytes().all(|b| b.is_ascii_graphic() || b == b' ') =>
+        {
+            t
+        }
+        _ => DEFAULT_TENANT,
+    }
+}
+
+/// The outcome of [`LoginQueue::enter`].
+pub enum Admission {
+    Admitted,
+    Answer(Answer),
+    Gone,
+}
+
+/// What the queue remembers about one request: its admission slot (released when the request
+/// context drops, so also when the client disconnects), its tenant, and its cookies.
 #[derive(Default)]
-pub struct RequestState {}
+pub struct RequestState {
+    slot: Option<Slot>,
+    queue: Option<Arc<LoginQueue>>,
+    tenant: Option<Arc<str>>,
+    prefix: String,
+    tls: bool,
+    had_pass: bool,
+    had_ticket: bool,
+    waited: Option<Duration>,
+}
+
+impl RequestState {
+    /// Milliseconds spent in line (None off queue routes).
+    pub fn queue_ms(&self) -> Option<f64> {
+        self.waited.map(|d| d.as_secs_f64() * 1000.0)
+    }
+
+    /// On the upstream's answer to an admitted request: a pass unless it is a 5xx, and the
+    /// ticket it came with is spent.
+    pub fn response(&self, response: &mut ResponseHeader) {
+        let (Some(_), Some(queue), Some(tenant)) = (&self.slot, &self.queue, &self.tenant) else {
+            return;
+        };
+        if response.status.is_server_error() {
+            return;
+        }
+        if !self.had_pass {
+            let ttl = queue.config.pass_ttl.as_secs().max(1);
+            let value = queue.signer.pass(tenant, &self.prefix, unix_now() + ttl);
+            if let Ok(v) = HeaderValue::from_str(&set_cookie(PASS_COOKIE, &value, ttl, self.tls)) {
+                let _ = response.append_header(SET_COOKIE, v);
+            }
+        }
+        if self.had_ticket {
+            if let Ok(v) = HeaderValue::from_str(&set_cookie(TICKET_COOKIE, "", 0, self.tls)) {
+                let _ = response.append_header(SET_COOKIE, v);
+            }
+        }
+    }
+
+    /// The request is over: release the slot, with the upstream latency as a sample for the
+    /// adaptive limit when the answer was not a 5xx.
+    pub fn finish(&mut self, upstream_ms: Option<f64>, status: u16) {
+        if let Some(slot) = self.slot.take() {
+            let sample = upstream_ms
+                .filter(|ms| ms.is_finite() && *ms >= 0.0 && (100..500).contains(&status))
+                .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+            slot.complete(sample);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

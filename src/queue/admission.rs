@@ -1,0 +1,489 @@
+//! The long-lived state of one queue (its line, in-flight count, limit, pause switch and
+//! counters), kept across configuration generations by the [`super::QueueRegistry`], and the
+//! admission protocol: arrive, wait (without polling: a oneshot channel per waiter), be handed a
+//! [`Slot`], release it.
+//!
+//! One short mutex per queue guards the scheduler and the counts; it is never held across an
+//! await. A slot freed (or a limit raised, or a resume) hands the slot directly to the next
+//! waiter under that lock, so admission order is exactly the scheduler's order.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{Histogram, IntCounter, IntGauge};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::limiter::Limiter;
+use super::scheduler::{Class, Key, Scheduler};
+use crate::config::LoginQueue as QueueConfig;
+use crate::telemetry::Metrics;
+
+/// Metric handles of one queue, resolved once.
+pub struct QueueMetrics {
+    waiting: IntGauge,
+    in_flight: IntGauge,
+    limit: IntGauge,
+    wait_seconds: Histogram,
+    admitted: IntCounter,
+    waiting_room: IntCounter,
+    queue_full: IntCounter,
+    abandoned: IntCounter,
+}
+
+impl QueueMetrics {
+    pub fn new(metrics: &Metrics, queue: &str) -> Self {
+        let outcome = |o: &str| metrics.queue_outcomes_total.with_label_values(&[queue, o]);
+        QueueMetrics {
+            waiting: metrics.queue_waiting.with_label_values(&[queue]),
+            in_flight: metrics.queue_in_flight.with_label_values(&[queue]),
+            limit: metrics.queue_limit.with_label_values(&[queue]),
+            wait_seconds: metrics.queue_wait_seconds.with_label_values(&[queue]),
+            admitted: outcome("admitted"),
+            waiting_room: outcome("waiting_room"),
+            queue_full: outcome("queue_full"),
+            abandoned: outcome("abandoned"),
+        }
+    }
+}
+
+/// Settings a reload may change.
+#[derive(Clone)]
+struct Settings {
+    weights: Arc<HashMap<String, u32>>,
+    max_waiting: usize,
+    per_client_waiting: usize,
+}
+
+struct Waiter {
+    tx: oneshot::Sender<Slot>,
+    client: Option<IpAddr>,
+}
+
+struct State {
+    settings: Settings,
+    limiter: Limiter,
+    in_flight: usize,
+    paused: bool,
+    line: Scheduler<Waiter>,
+    per_client: HashMap<IpAddr, usize>,
+    next_id: u64,
+    last_seq: u64,
+    /// Moving average of upstream latency (seconds), for the wait estimate.
+    latency: Option<f64>,
+}
+
+/// Counters shown by `/status`.
+#[derive(Default)]
+struct Counters {
+    admitted: AtomicU64,
+    timed_out: AtomicU64,
+    full: AtomicU64,
+    abandoned: AtomicU64,
+}
+
+/// One queue's state, shared by every configuration generation that defines it.
+pub struct QueueCore {
+    pub name: String,
+    /// HMAC key generated at start, used while the configuration gives none.
+    pub generated_key: [u8; 32],
+    state: Mutex<State>,
+    metrics: QueueMetrics,
+    counters: Counters,
+}
+
+/// Who arrives at the queue.
+pub struct Arrival {
+    pub tenant: Arc<str>,
+    /// The per-client key (None: unknown, or exempt from `per_client_waiting`).
+    pub client: Option<IpAddr>,
+    pub pass: bool,
+    /// The arrival sequence of a valid ticket brought back.
+    pub ticket_seq: Option<u64>,
+}
+
+/// What the queue says to an arrival.
+pub enum Entry {
+    /// A slot was free.
+    Admitted(Slot),
+    /// In line: wait on it.
+    Waiting(Waiting),
+    /// `max_waiting` or `per_client_waiting` reached.
+    Full,
+}
+
+/// The place of a request whose hold ran out.
+#[derive(Debug, Clone)]
+pub struct Expired {
+    pub position: usize,
+    pub eta_seconds: u64,
+    pub seq: u64,
+}
+
+/// A snapshot of a queue for `/status`.
+#[derive(Debug, Clone)]
+pub struct QueueStatus {
+    pub limit: usize,
+    pub in_flight: usize,
+    pub waiting: usize,
+    pub passes_waiting: usize,
+    pub tenants_waiting: usize,
+    pub top_tenants: Vec<(Arc<str>, usize)>,
+    pub paused: bool,
+    pub admitted: u64,
+    pub timed_out: u64,
+    pub queue_full: u64,
+    pub abandoned: u64,
+    pub latency_ms: Option<f64>,
+    pub eta_seconds: u64,
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl QueueCore {
+    pub fn new(config: &QueueConfig, metrics: &Metrics) -> Arc<Self> {
+        let core = Arc::new(QueueCore {
+            name: config.name.clone(),
+            generated_key: rand::random(),
+            state: Mutex::new(State {
+                settings: Self::settings(config),
+                limiter: Limiter::from_config(config),
+                in_flight: 0,
+                paused: false,
+                line: Scheduler::new(),
+                per_client: HashMap::new(),
+                next_id: 0,
+                last_seq: 0,
+                latency: None,
+            }),
+            metrics: QueueMetrics::new(metrics, &config.name),
+            counters: Counters::default(),
+        });
+        core.configure(config);
+        core
+    }
+
+    fn settings(config: &QueueConfig) -> Settings {
+        Settings {
+            weights: Arc::new(
+                config
+                    .tenant_weights
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
+            ),
+            max_waiting: config.max_waiting,
+            per_client_waiting: config.per_client_waiting,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent-enough counts: keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Apply a (new) configuration of this queue; the line and what it learned stay.
+    pub fn configure(self: &Arc<Self>, config: &QueueConfig) {
+        let mut state = self.lock();
+        state.settings = Self::settings(config);
+        state.limiter.reconfigure(config);
+        self.dispatch(&mut state);
+    }
+
+    pub fn set_paused(self: &Arc<Self>, paused: bool) {
+        let mut state = self.lock();
+        state.paused = paused;
+        self.dispatch(&mut state);
+    }
+
+    /// Hand free slots to waiters, in the scheduler's order. Called under the lock.
+    fn dispatch(self: &Arc<Self>, state: &mut State) {
+        while !state.paused && state.in_flight < state.limiter.limit() {
+            let Some((_, _, waiter)) = state.line.pop() else {
+                break;
+            };
+            Self::forget_client(state, waiter.client);
+            state.in_flight += 1;
+            match waiter.tx.send(Slot::new(self.clone())) {
+                Ok(()) => {
+                    self.counters.admitted.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.admitted.inc();
+                }
+                Err(mut slot) => {
+                    // The waiter is gone (its cancellation is waiting for the lock).
+                    slot.disarm();
+                    state.in_flight -= 1;
+                }
+            }
+        }
+        self.publish(state);
+    }
+
+    fn publish(&self, state: &State) {
+        self.metrics.waiting.set(state.line.len() as i64);
+        self.metrics.in_flight.set(state.in_flight as i64);
+        self.metrics.limit.set(state.limiter.limit() as i64);
+    }
+
+    fn forget_client(state: &mut State, client: Option<IpAddr>) {
+        if let Some(ip) = client {
+            if let Some(count) = state.per_client.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    state.per_client.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// A request arrives on the queue.
+    pub fn arrive(self: &Arc<Self>, arrival: Arrival) -> Entry {
+        let mut state = self.lock();
+        let class = if arrival.pass {
+            Class::Pass
+        } else {
+            Class::Tenant(arrival.tenant.clone())
+        };
+        let nobody_ahead = match class {
+            Class::Pass => state.line.passes() == 0,
+            Class::Tenant(_) => state.line.is_empty(),
+        };
+        if !state.paused && nobody_ahead && state.in_flight < state.limiter.limit() {
+            state.in_flight += 1;
+            self.counters.admitted.fetch_add(1, Ordering::Relaxed);
+            self.metrics.admitted.inc();
+            self.metrics.wait_seconds.observe(0.0);
+            self.publish(&state);
+            return Entry::Admitted(Slot::new(self.clone()));
+        }
+        let per_client = arrival
+            .client
+            .map_or(0, |ip| state.per_client.get(&ip).copied().unwrap_or(0));
+        if state.line.len() >= state.settings.max_waiting
+            || (arrival.client.is_some() && per_client >= state.settings.per_client_waiting)
+        {
+            drop(state);
+            self.counters.full.fetch_add(1, Ordering::Relaxed);
+            self.metrics.queue_full.inc();
+            return Entry::Full;
+        }
+        if let Some(ip) = arrival.client {
+            *state.per_client.entry(ip).or_insert(0) += 1;
+        }
+        let now = now_micros();
+        let fresh_seq = now.max(state.last_seq + 1);
+        let seq = match arrival.ticket_seq {
+            Some(seq) if seq <= state.last_seq.max(now) => seq,
+            _ => {
+                state.last_seq = fresh_seq;
+                fresh_seq
+            }
+        };
+        state.next_id += 1;
+        let key = Key {
+            seq,
+            id: state.next_id,
+        };
+        let weight = state
+            .settings
+            .weights
+            .get(arrival.tenant.as_ref())
+            .copied()
+            .unwrap_or(1);
+        let (tx, rx) = oneshot::channel();
+        state.line.push(
+            &class,
+            key,
+            weight,
+            Waiter {
+                tx,
+                client: arrival.client,
+            },
+        );
+        self.dispatch(&mut state);
+        Entry::Waiting(Waiting {
+            core: self.clone(),
+            rx,
+            class,
+            key,
+            client: arrival.client,
+            since: Instant::now(),
+            armed: true,
+        })
+    }
+
+    /// An estimate of the wait, in whole seconds, for the place `position`.
+    fn eta(state: &State, position: usize) -> u64 {
+        let latency = state.latency.unwrap_or(1.0);
+        let limit = state.limiter.limit().max(1) as f64;
+        (position as f64 * latency / limit).ceil().max(1.0) as u64
+    }
+
+    /// Take a waiter out of line. Returns its place when it was still in line.
+    fn cancel(&self, class: &Class, key: Key, client: Option<IpAddr>) -> Option<Expired> {
+        let mut state = self.lock();
+        let position = state.line.position(class, key);
+        state.line.remove(class, key)?;
+        Self::forget_client(&mut state, client);
+        let eta_seconds = Self::eta(&state, position);
+        self.publish(&state);
+        Some(Expired {
+            position,
+            eta_seconds,
+            seq: key.seq,
+        })
+    }
+
+    /// A slot comes back, with a latency sample when the upstream answered well.
+    fn release(self: &Arc<Self>, sample: Option<Duration>) {
+        let mut state = self.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if let Some(latency) = sample {
+            let secs = latency.as_secs_f64();
+            state.latency = Some(match state.latency {
+                Some(avg) => avg + 0.1 * (secs - avg),
+                None => secs,
+            });
+            let in_flight = state.in_flight + 1;
+            state.limiter.sample(latency, in_flight, Instant::now());
+        }
+        self.dispatch(&mut state);
+    }
+
+    pub fn status(&self, top: usize) -> QueueStatus {
+        let state = self.lock();
+        let waiting = state.line.len();
+        QueueStatus {
+            limit: state.limiter.limit(),
+            in_flight: state.in_flight,
+            waiting,
+            passes_waiting: state.line.passes(),
+            tenants_waiting: state.line.tenant_count(),
+            top_tenants: state.line.depths(top),
+            paused: state.paused,
+            admitted: self.counters.admitted.load(Ordering::Relaxed),
+            timed_out: self.counters.timed_out.load(Ordering::Relaxed),
+            queue_full: self.counters.full.load(Ordering::Relaxed),
+            abandoned: self.counters.abandoned.load(Ordering::Relaxed),
+            latency_ms: state.latency.map(|s| s * 1000.0),
+            eta_seconds: if waiting == 0 {
+                0
+            } else {
+                Self::eta(&state, waiting + 1)
+            },
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.lock().limiter.limit()
+    }
+}
+
+/// A place in line. Dropping it (the client went away) leaves the line at once.
+pub struct Waiting {
+    core: Arc<QueueCore>,
+    rx: oneshot::Receiver<Slot>,
+    class: Class,
+    key: Key,
+    client: Option<IpAddr>,
+    since: Instant,
+    armed: bool,
+}
+
+impl Waiting {
+    /// Wait up to `hold` for a slot; past it, leave the line and say where it was.
+    pub async fn wait(mut self, hold: Duration) -> Result<Slot, Expired> {
+        let outcome = tokio::time::timeout(hold, &mut self.rx).await;
+        let waited = self.since.elapsed().as_secs_f64();
+        match outcome {
+            Ok(Ok(slot)) => {
+                self.armed = false;
+                self.core.metrics.wait_seconds.observe(waited);
+                Ok(slot)
+            }
+            // The sender never drops without sending while the entry is in line; treat it as
+            // the hold running out.
+            Ok(Err(_)) | Err(_) => {
+                self.armed = false;
+                match self.core.cancel(&self.class, self.key, self.client) {
+                    Some(expired) => {
+                        self.core.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                        self.core.metrics.waiting_room.inc();
+                        self.core.metrics.wait_seconds.observe(waited);
+                        Err(expired)
+                    }
+                    // Admitted at the last moment: the slot is in the channel.
+                    None => match self.rx.try_recv() {
+                        Ok(slot) => {
+                            self.core.metrics.wait_seconds.observe(waited);
+                            Ok(slot)
+                        }
+                        Err(_) => Err(Expired {
+                            position: 1,
+                            eta_seconds: 1,
+                            seq: self.key.seq,
+                        }),
+                    },
+                }
+            }
+        }
+    }
+
+    /// How long this request has been in line.
+    pub fn waited(&self) -> Duration {
+        self.since.elapsed()
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.armed
+            && self
+                .core
+                .cancel(&self.class, self.key, self.client)
+                .is_some()
+        {
+            self.core.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+            self.core.metrics.abandoned.inc();
+        }
+    }
+}
+
+/// Permission to have one request in flight to the upstream; released when dropped.
+pub struct Slot {
+    core: Option<Arc<QueueCore>>,
+}
+
+impl Slot {
+    fn new(core: Arc<QueueCore>) -> Self {
+        Slot { core: Some(core) }
+    }
+
+    fn disarm(&mut self) {
+        self.core = None;
+    }
+
+    /// Release with a latency sample (an answer that was not a 5xx).
+    pub fn complete(mut self, latency: Option<Duration>) {
+        if let Some(core) = self.core.take() {
+            core.release(latency);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.take() {
+            core.release(None);
+        }
+    }
+}

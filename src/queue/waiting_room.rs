@@ -1,0 +1,135 @@
+//! The answers of the login queue: the waiting room (503, `Retry-After`, the configured page or
+//! `{"queued":true,"position":N,"eta_seconds":S,"tenant":"..."}`, and the `rempart_ticket`
+//! cookie) and the full queue (503 at once).
+
+use std::sync::Arc;
+
+use http::header::{HeaderValue, SET_COOKIE};
+
+use crate::proxy::answer::{Answer, Reason};
+
+/// Seconds a waiting-room client is asked to wait before coming back.
+pub fn retry_after(eta_seconds: u64, ticket_ttl_seconds: u64) -> u64 {
+    // Come back well within the ticket's life, and not later than 30 s to keep the page live.
+    let cap = (ticket_ttl_seconds / 2).clamp(1, 30);
+    eta_seconds.clamp(1, cap)
+}
+
+/// Escape text for HTML.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The page with its placeholders filled.
+pub fn render_page(
+    template: &str,
+    position: usize,
+    eta_seconds: u64,
+    tenant: &str,
+    retry: u64,
+) -> String {
+    template
+        .replace("{{position}}", &position.to_string())
+        .replace("{{eta_seconds}}", &eta_seconds.to_string())
+        .replace("{{retry_after}}", &retry.to_string())
+        .replace("{{tenant}}", &escape(tenant))
+}
+
+/// What the waiting room says to one request.
+pub struct Place<'a> {
+    pub position: usize,
+    pub eta_seconds: u64,
+    pub tenant: &'a str,
+    pub retry_after: u64,
+    /// `Set-Cookie` value of the ticket.
+    pub ticket_cookie: String,
+}
+
+pub fn waiting_room(place: &Place<'_>, page: Option<&Arc<str>>) -> Answer {
+    let mut answer = Answer::new(Reason::WaitingRoom);
+    answer.retry_after = Some(place.retry_after);
+    answer.json = Some(serde_json::json!({
+        "queued": true,
+        "position": place.position,
+        "eta_seconds": place.eta_seconds,
+        "tenant": place.tenant,
+    }));
+    if let Some(template) = page {
+        answer.page = Some(Arc::from(render_page(
+            template,
+            place.position,
+            place.eta_seconds,
+            place.tenant,
+            place.retry_after,
+        )));
+    }
+    if let Ok(value) = HeaderValue::from_str(&place.ticket_cookie) {
+        answer.headers.push((SET_COOKIE, value));
+    }
+    answer
+}
+
+pub fn queue_full(queue: &str) -> Answer {
+    let mut answer = Answer::new(Reason::QueueFull).detail(queue);
+    answer.retry_after = Some(5);
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_placeholders_and_escaping() {
+        let page = render_page(
+            "<p>{{position}} {{eta_seconds}} {{retry_after}} {{tenant}}</p>",
+            12,
+            30,
+            "<b>&",
+            10,
+        );
+        assert_eq!(page, "<p>12 30 10 &lt;b&gt;&amp;</p>");
+    }
+
+    #[test]
+    fn json_body() {
+        let answer = waiting_room(
+            &Place {
+                position: 3,
+                eta_seconds: 7,
+                tenant: "0123456A",
+                retry_after: 7,
+                ticket_cookie: "rempart_ticket=x.y; Path=/".into(),
+            },
+            None,
+        );
+        let (head, body) = answer.render(Some(b"application/json")).unwrap();
+        assert_eq!(head.status.as_u16(), 503);
+        assert_eq!(head.headers["retry-after"], "7");
+        assert_eq!(head.headers["set-cookie"], "rempart_ticket=x.y; Path=/");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"queued":true,"position":3,"eta_seconds":7,"tenant":"0123456A"})
+        );
+    }
+
+    #[test]
+    fn retry_after_bounds() {
+        assert_eq!(retry_after(0, 120), 1);
+        assert_eq!(retry_after(500, 120), 30);
+        assert_eq!(retry_after(500, 10), 5);
+        assert_eq!(retry_after(4, 120), 4);
+    }
+}
