@@ -269,10 +269,25 @@ rempart_version=$( (target/release/rempart --version 2>/dev/null || echo "rempar
   echo "$ratios"
 } >"$out/latest.md"
 
+# The login queue alone: admissions per second with a deep, wide line, and memory per waiter.
+log "login queue: cargo run --release --example queue_bench -- 100000 1000"
+queue_line=$(timeout -k 5 300 cargo run --quiet --release --example queue_bench -- 100000 1000 2>/dev/null \
+  || echo "| login queue, 100000 waiters across 1000 tenants | failed | | |")
+{
+  echo
+  echo "Login queue alone (\`cargo run --release --example queue_bench -- 100000 1000\`):"
+  echo
+  echo "| what | admissions | arrivals | memory |"
+  echo "|---|---:|---:|---:|"
+  echo "$queue_line"
+} >>"$out/latest.md"
+
 echo
 echo "$table"
 echo
 echo "$ratios"
+echo
+echo "$queue_line"
 echo
 log "written to bench/out/latest.md (raw wrk output and generated configurations in bench/out/)"
 

@@ -60,10 +60,16 @@ pub fn status(_runtime: &Runtime, snapshot: &Snapshot) -> Value {
             .iter()
             .map(|q| {
                 let s = q.core.status(TOP_TENANTS);
-                let tenants: serde_json::Map<String, Value> = s
+                let per_tenant: serde_json::Map<String, Value> = s
                     .top_tenants
                     .iter()
                     .map(|(tenant, depth)| (tenant.to_string(), Value::from(*depth)))
+                    .collect();
+                // The same, deepest first.
+                let tenants: Vec<Value> = s
+                    .top_tenants
+                    .iter()
+                    .map(|(tenant, depth)| json!({ "tenant": tenant.as_ref(), "waiting": depth }))
                     .collect();
                 (
                     q.name.clone(),
@@ -74,7 +80,8 @@ pub fn status(_runtime: &Runtime, snapshot: &Snapshot) -> Value {
                         "waiting": s.waiting,
                         "waiting_with_pass": s.passes_waiting,
                         "tenants_waiting": s.tenants_waiting,
-                        "waiting_per_tenant": tenants,
+                        "tenants": tenants,
+                        "waiting_per_tenant": per_tenant,
                         "paused": s.paused,
                         "admitted": s.admitted,
                         "timed_out": s.timed_out,
