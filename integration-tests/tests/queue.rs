@@ -341,3 +341,19 @@ async fn a_client_that_disconnects_leaves_the_line() {
     resume(&s);
     assert_eq!(again.await.unwrap().0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_line_and_the_pause() {
+    let s = start("20s", 100, 10);
+    let c = client();
+    pause(&s);
+    let waiting = spawn_send(login(&c, &s, "A", "10.0.0.1"));
+    wait_waiting(&s, 1);
+    let (code, body) = s.rempart.admin_post("/reload");
+    assert_eq!(code, 200, "{body}");
+    let st = queue_status(&s);
+    assert_eq!(st["waiting"], 1, "the line survives the reload: {st}");
+    assert_eq!(st["paused"], true, "so does the pause: {st}");
+    resume(&s);
+    assert_eq!(waiting.await.unwrap().0, 200);
+}
