@@ -121,26 +121,7 @@ impl LoginQueue {
 
     /// The tenant a request belongs to.
     pub fn tenant_of(&self, req: &RequestHeader, host: &str) -> Arc<str> {
-        let raw: Option<&str> = match &self.config.tenant {
-            TenantSource::Host => Some(host),
-            TenantSource::Header(name) => {
-                req.headers.get(name.as_str()).and_then(|v| v.to_str().ok())
-            }
-            TenantSource::Cookie(name) => cookie(
-                req.headers.get_all(COOKIE).iter().map(|v| v.as_bytes()),
-                name,
-            ),
-            TenantSource::Query(name) => req.uri.query().and_then(|q| {
-                q.split('&')
-                    .filter_map(|pair| pair.split_once('='))
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v)
-            }),
-            TenantSource::PathSegment(n) => {
-                req.uri.path().split('/').skip(1).nth(n.saturating_sub(1))
-            }
-        };
-        Arc::from(sanitize_tenant(raw.map(str::trim)))
+        Arc::from(tenant_from(&self.config.tenant, req, host))
     }
 
     /// The key counted against `per_client_waiting`: None for allowed clients.
@@ -256,6 +237,26 @@ async fn client_gone(session: &mut Session) {
             Ok(None) => std::future::pending::<()>().await,
         }
     }
+}
+
+/// The tenant named by `source` in a request (`default` when it names none).
+pub fn tenant_from<'a>(source: &TenantSource, req: &'a RequestHeader, host: &'a str) -> &'a str {
+    let raw: Option<&str> = match source {
+        TenantSource::Host => Some(host),
+        TenantSource::Header(name) => req.headers.get(name.as_str()).and_then(|v| v.to_str().ok()),
+        TenantSource::Cookie(name) => cookie(
+            req.headers.get_all(COOKIE).iter().map(|v| v.as_bytes()),
+            name,
+        ),
+        TenantSource::Query(name) => req.uri.query().and_then(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v)
+        }),
+        TenantSource::PathSegment(n) => req.uri.path().split('/').skip(1).nth(n.saturating_sub(1)),
+    };
+    sanitize_tenant(raw.map(str::trim))
 }
 
 fn sanitize_tenant(raw: Option<&str>) -> &str {

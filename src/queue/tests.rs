@@ -302,3 +302,45 @@ async fn adaptive_limit_falls_when_latency_doubles_and_recovers() {
         "the limit recovers when latency comes back: {loaded} -> {recovered}"
     );
 }
+
+#[test]
+fn tenant_sources() {
+    use super::tenant_from;
+    use pingora::http::RequestHeader;
+    let mut req =
+        RequestHeader::build("GET", b"/uai/0123456A/login?etab=0999999Z&x=1", None).unwrap();
+    req.insert_header("x-ent-uai", "0751234B").unwrap();
+    req.insert_header("cookie", "a=1; etab=0888888Y").unwrap();
+    let host = "lycee.ent.example.test";
+    assert_eq!(tenant_from(&TenantSource::Host, &req, host), host);
+    assert_eq!(
+        tenant_from(&TenantSource::Header("x-ent-uai".into()), &req, host),
+        "0751234B"
+    );
+    assert_eq!(
+        tenant_from(&TenantSource::Cookie("etab".into()), &req, host),
+        "0888888Y"
+    );
+    assert_eq!(
+        tenant_from(&TenantSource::Query("etab".into()), &req, host),
+        "0999999Z"
+    );
+    assert_eq!(
+        tenant_from(&TenantSource::PathSegment(2), &req, host),
+        "0123456A"
+    );
+    assert_eq!(
+        tenant_from(&TenantSource::PathSegment(9), &req, host),
+        "default"
+    );
+    assert_eq!(
+        tenant_from(&TenantSource::Header("missing".into()), &req, host),
+        "default"
+    );
+    req.insert_header("x-ent-uai", "x".repeat(65)).unwrap();
+    assert_eq!(
+        tenant_from(&TenantSource::Header("x-ent-uai".into()), &req, host),
+        "default",
+        "too long"
+    );
+}
