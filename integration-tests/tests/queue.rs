@@ -357,3 +357,45 @@ async fn a_reload_keeps_the_line_and_the_pause() {
     resume(&s);
     assert_eq!(waiting.await.unwrap().0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_post_waits_with_its_body_and_leaves_when_its_client_does() {
+    let s = start("20s", 100, 1);
+    let c = client();
+    pause(&s);
+    // Admitted after a wait: the body read while in line still reaches the origin whole.
+    let form = "username=eleve&password=secret&etab=0123456A";
+    let post = c
+        .post(s.url("/auth/echo"))
+        .header("X-ENT-UAI", "A")
+        .header("X-Forwarded-For", "10.0.0.1")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form);
+    let waiting = tokio::spawn(async move {
+        let r = post.send().await.expect("post");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    });
+    wait_waiting(&s, 1);
+    resume(&s);
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["body_len"], form.len(), "{echo}");
+    assert_eq!(echo["method"], "POST");
+
+    // A form POST whose client gives up leaves the line at once.
+    pause(&s);
+    {
+        use std::io::Write;
+        let mut conn = std::net::TcpStream::connect(s.ports.http).unwrap();
+        let req = format!(
+            "POST /auth/login HTTP/1.1\r\nHost: localhost\r\nX-ENT-UAI: A\r\nX-Forwarded-For: 10.0.0.2\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        );
+        conn.write_all(req.as_bytes()).unwrap();
+        wait_waiting(&s, 1);
+    }
+    wait_waiting(&s, 0);
+    assert_eq!(queue_status(&s)["abandoned"], 1);
+    resume(&s);
+}

@@ -185,9 +185,18 @@ impl LoginQueue {
             }
             Entry::Waiting(waiting) => waiting,
         };
-        // A request whose body is still unread cannot be watched for closing without reading
-        // the body: it leaves the line when its hold runs out at the latest.
-        let watch = session.is_body_empty() || session.is_body_done();
+        // To see a client leave, its connection is read while it waits. A small request body
+        // still unread is read then into pingora's replay buffer, which is sent upstream on
+        // admission; a larger or chunked one is left alone, and that request leaves the line
+        // when its hold runs out at the latest.
+        let watch = if session.is_body_empty() || session.is_body_done() {
+            true
+        } else if replayable_body(session.req_header()) {
+            session.enable_retry_buffering();
+            true
+        } else {
+            false
+        };
         let hold = self.config.hold;
         let outcome = {
             let wait = waiting.wait(hold);
@@ -228,13 +237,26 @@ impl LoginQueue {
     }
 }
 
-/// Resolves when the client closes its connection (or its HTTP/2 stream).
+/// Request bodies up to this size are read while in line (pingora's replay buffer holds 64 KiB).
+const REPLAYABLE_BODY: u64 = 64 * 1024;
+
+/// Whether the request's body has a declared length small enough to be read while in line.
+fn replayable_body(req: &RequestHeader) -> bool {
+    !req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|len| len <= REPLAYABLE_BODY)
+}
+
+/// Resolves when the client closes its connection (or its HTTP/2 stream). A body still unread
+/// is read (into the replay buffer) first.
 async fn client_gone(session: &mut Session) {
     loop {
-        match session.read_body_or_idle(true).await {
-            Err(_) => return,
-            Ok(Some(_)) => continue,
-            Ok(None) => std::future::pending::<()>().await,
+        if session.read_body_or_idle(false).await.is_err() {
+            return;
         }
     }
 }
