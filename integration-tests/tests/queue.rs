@@ -399,3 +399,31 @@ async fn a_form_post_waits_with_its_body_and_leaves_when_its_client_does() {
     assert_eq!(queue_status(&s)["abandoned"], 1);
     resume(&s);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_a_reset_stream_leaves_the_line_and_admission_works() {
+    let s = start("20s", 100, 10);
+    let h2 = h2_client(&[("localhost", s.ports.https)]);
+    let url = s.https_url("localhost", "/auth/login");
+    pause(&s);
+    // The client gives up after a moment: its stream is reset, its place freed.
+    let gives_up = h2
+        .get(&url)
+        .header("X-ENT-UAI", "A")
+        .timeout(Duration::from_secs(3));
+    let task = tokio::spawn(async move { gives_up.send().await.is_err() });
+    wait_waiting(&s, 1);
+    assert!(task.await.unwrap(), "no answer while paused");
+    wait_waiting(&s, 0);
+    assert_eq!(queue_status(&s)["abandoned"], 1);
+
+    resume(&s);
+    let r = h2.get(&url).header("X-ENT-UAI", "A").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let pass = set_cookie_line(&r, "rempart_pass").expect("a pass over HTTP/2");
+    assert!(
+        pass.contains("; Secure"),
+        "over TLS the cookie is Secure: {pass}"
+    );
+}
