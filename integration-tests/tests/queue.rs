@@ -427,3 +427,30 @@ async fn over_http2_a_reset_stream_leaves_the_line_and_admission_works() {
         "over TLS the cookie is Secure: {pass}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pass_on_a_5xx_answer() {
+    let origin = Origin::start("a1", &[]);
+    let s = Stack::start_with(
+        vec![origin],
+        vec![],
+        |y| {
+            y.routes = "  - name: login\n    match: { path_prefix: /status/ }\n    upstream: ent\n    login_queue: logins\n  - name: default\n    match: { path_prefix: / }\n    upstream: ent\n".into();
+            y.extra = "login_queues:\n  logins:\n    concurrency: 1\n    tenant: host\n".into();
+        },
+        true,
+    );
+    let c = client();
+    let r = c.get(s.url("/status/500")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert!(set_cookie(&r, "rempart_pass").is_none(), "no pass on a 5xx");
+    let r = c.get(s.url("/status/404")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        set_cookie(&r, "rempart_pass").is_some(),
+        "a 4xx is an answer: pass"
+    );
+    let st = queue_status(&s);
+    assert_eq!(st["in_flight"], 0, "slots are released: {st}");
+    assert_eq!(st["admitted"], 2);
+}
