@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::proxy::edge::Edge;
 use crate::proxy::RempartProxy;
 use crate::runtime::Runtime;
+use crate::shield::connections::AcceptFilter;
 use crate::telemetry::in_flight;
 
 /// Why Rempart could not start.
@@ -97,8 +98,10 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
     let mut proxy = HttpProxy::new(RempartProxy::new(runtime.clone()), conf.clone());
     proxy.server_options = Some(HttpServerOptions::default());
     proxy.handle_init_modules();
-    let edge = Edge::new(proxy, runtime.metrics.clone());
+    let edge = Edge::new(proxy, runtime.clone());
     let mut service = Service::new("rempart proxy".to_string(), edge);
+    // shield.deny and the connection caps, before TLS.
+    service.set_connection_filter(Arc::new(AcceptFilter::new(runtime.clone())));
     for (index, listener) in listeners.iter().enumerate() {
         let address = listener.address.to_string();
         match (
@@ -130,6 +133,12 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
     server.add_service(background_service(
         "rempart health checks",
         crate::upstream::health::HealthChecks::new(runtime.clone()),
+    ));
+    server.add_service(background_service(
+        "rempart shield sweep",
+        ShieldSweep {
+            runtime: runtime.clone(),
+        },
     ));
     server.add_service(background_service(
         "rempart lifecycle",
@@ -326,6 +335,36 @@ async fn watch_config(runtime: Arc<Runtime>) {
             if snapshot.config.server.watch_config {
                 tracing::info!("configuration file changed: reloading");
                 let _ = crate::reload::reload(&runtime);
+            }
+        }
+    }
+}
+
+/// The shield's housekeeping: every few seconds, forget idle limiter keys and give their memory
+/// back, drop ended bans, and update the gauges.
+struct ShieldSweep {
+    runtime: Arc<Runtime>,
+}
+
+#[async_trait]
+impl BackgroundService for ShieldSweep {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut every = tokio::time::interval(crate::shield::SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    let snapshot = self.runtime.load();
+                    let shield = snapshot.shield.clone();
+                    let metrics = self.runtime.metrics.clone();
+                    // Sweeping a million keys takes a while: off the async threads.
+                    let _ = tokio::task::spawn_blocking(move || shield.sweep(&metrics)).await;
+                }
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
             }
         }
     }

@@ -10,7 +10,7 @@ use http::Method;
 
 use crate::config::{Config, Route};
 use crate::queue::{LoginQueue, QueueRegistry};
-use crate::shield::Shield;
+use crate::shield::{Shield, ShieldState};
 use crate::telemetry::{rfc3339_now, AccessLog, Metrics, RouteMetrics};
 use crate::tls::SniResolver;
 use crate::upstream::{Registry, Upstream};
@@ -70,6 +70,8 @@ pub struct Runtime {
     /// Reloads run one at a time (control plane only; requests never take it).
     reload_lock: std::sync::Mutex<()>,
     pub metrics: Arc<Metrics>,
+    /// Buckets, bans and open connections: kept across reloads.
+    pub shield_state: Arc<ShieldState>,
     pub access_log: Arc<AccessLog>,
     /// Upstream health, ejections, drains and failback state, by stable identity: every
     /// snapshot finds its servers' and datacenters' state here.
@@ -103,12 +105,21 @@ impl Runtime {
             .collect();
         let upstreams = Arc::new(Registry::new());
         let queues = QueueRegistry::new();
-        let snapshot = compile(Arc::new(config), 1, &metrics, &upstreams, &queues);
+        let shield_state = Arc::new(ShieldState::default());
+        let snapshot = compile(
+            Arc::new(config),
+            1,
+            &metrics,
+            &upstreams,
+            &queues,
+            &shield_state,
+        );
         metrics.config_generation.set(1);
         Ok(Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
             reload_lock: std::sync::Mutex::new(()),
             metrics,
+            shield_state,
             access_log,
             upstreams,
             resolvers,
@@ -140,6 +151,7 @@ impl Runtime {
             &self.metrics,
             &self.upstreams,
             &self.queues,
+            &self.shield_state,
         );
         self.snapshot.store(Arc::new(snapshot));
         self.metrics.config_generation.set(generation as i64);
@@ -167,6 +179,7 @@ fn compile(
     metrics: &Metrics,
     registry: &Registry,
     queues: &QueueRegistry,
+    shield_state: &Arc<ShieldState>,
 ) -> Snapshot {
     let upstreams: Vec<Arc<Upstream>> = config
         .upstreams
@@ -181,7 +194,7 @@ fn compile(
             metrics: RouteMetrics::new(metrics, &route.name),
         })
         .collect();
-    let shield = Arc::new(Shield::compile(&config, metrics));
+    let shield = Arc::new(Shield::compile(&config, metrics, shield_state));
     let queues = LoginQueue::compile_all(&config, metrics, queues)
         .into_iter()
         .map(Arc::new)

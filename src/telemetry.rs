@@ -37,6 +37,14 @@ pub struct Metrics {
     pub queue_limit: IntGaugeVec,
     pub queue_wait_seconds: HistogramVec,
     pub queue_outcomes_total: IntCounterVec,
+    /// Shield: requests refused (or, in dry_run, that would have been) by each limit.
+    pub rate_limited_total: IntCounterVec,
+    /// Shield: keys each limit tracks (updated by the sweep).
+    pub limit_keys: IntGaugeVec,
+    /// Shield: client addresses banned now.
+    pub bans_active: IntGauge,
+    /// Shield: connections refused at accept, by reason.
+    pub connections_refused_total: IntCounterVec,
     /// Requests between their first byte and their log line; the graceful drain waits on it.
     pub requests_in_flight: AtomicI64,
     /// Requests answered, all routes together, and those answered 5xx (for the dashboard's
@@ -160,6 +168,29 @@ impl Metrics {
         registry.register(Box::new(queue_limit.clone()))?;
         registry.register(Box::new(queue_wait_seconds.clone()))?;
         registry.register(Box::new(queue_outcomes_total.clone()))?;
+        let rate_limited_total = IntCounterVec::new(
+            Opts::new(
+                "rempart_rate_limited_total",
+                "Requests refused by a limit (in dry_run: that would have been), by limit",
+            ),
+            &["limit"],
+        )?;
+        let limit_keys = IntGaugeVec::new(
+            Opts::new("rempart_limit_keys", "Keys a limit tracks, by limit"),
+            &["limit"],
+        )?;
+        let bans_active = IntGauge::new("rempart_bans_active", "Client addresses banned now")?;
+        let connections_refused_total = IntCounterVec::new(
+            Opts::new(
+                "rempart_connections_refused_total",
+                "Connections refused at accept (denied, max_connections, max_connections_per_ip)",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(rate_limited_total.clone()))?;
+        registry.register(Box::new(limit_keys.clone()))?;
+        registry.register(Box::new(bans_active.clone()))?;
+        registry.register(Box::new(connections_refused_total.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(request_duration_seconds.clone()))?;
         registry.register(Box::new(responses_generated_total.clone()))?;
@@ -189,6 +220,10 @@ impl Metrics {
             queue_limit,
             queue_wait_seconds,
             queue_outcomes_total,
+            rate_limited_total,
+            limit_keys,
+            bans_active,
+            connections_refused_total,
             requests_in_flight: AtomicI64::new(0),
             requests_answered: AtomicU64::new(0),
             responses_5xx: AtomicU64::new(0),
@@ -261,6 +296,10 @@ pub struct AccessRecord<'a> {
     pub retries: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
+    /// The limit that refused the request (reason `rate_limited`), or that would have in
+    /// dry_run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<&'a str>,
     pub request_id: &'a str,
 }
 

@@ -1,15 +1,66 @@
 //! Admin calls and status of the shield: limits and bans.
 
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::AdminError;
+use crate::config::{LimitKey, LimitMode};
 use crate::runtime::{Runtime, Snapshot};
+use crate::telemetry::rfc3339;
 
 /// Routes under `/bans`.
 pub fn routes() -> Router<Arc<Runtime>> {
     Router::new()
+        .route("/bans", get(list_bans))
+        .route("/bans/{ip}", delete(lift_ban))
+}
+
+async fn list_bans(State(runtime): State<Arc<Runtime>>) -> Json<Value> {
+    let snapshot = runtime.load();
+    Json(bans_status(&runtime, &snapshot))
+}
+
+/// `DELETE /bans/{ip}`: an address (IPv6: any address of the banned prefix), or the prefix as
+/// listed (`2001:db8:1:2::/64`, the slash written `%2F`).
+async fn lift_ban(
+    State(runtime): State<Arc<Runtime>>,
+    Path(ip): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    let address = ip.split('/').next().unwrap_or("");
+    let parsed: IpAddr = address
+        .parse()
+        .map_err(|_| AdminError::NotFound(format!("ban of {ip:?} (not an IP address)")))?;
+    let snapshot = runtime.load();
+    if snapshot
+        .shield
+        .lift_ban(crate::proxy::forwarded::canonical(parsed))
+    {
+        runtime
+            .metrics
+            .bans_active
+            .set(snapshot.shield.state.bans.active() as i64);
+        tracing::info!(client = %ip, "ban lifted through the admin API");
+        Ok(Json(json!({ "lifted": ip })))
+    } else {
+        Err(AdminError::NotFound(format!("ban of {ip}")))
+    }
+}
+
+fn key_text(key: &LimitKey) -> String {
+    match key {
+        LimitKey::ClientIp => "client_ip".into(),
+        LimitKey::Header(n) => format!("header:{n}"),
+        LimitKey::Cookie(n) => format!("cookie:{n}"),
+        LimitKey::Query(n) => format!("query:{n}"),
+        LimitKey::Form(n) => format!("form:{n}"),
+        LimitKey::Global => "global".into(),
+    }
 }
 
 /// The `limits` section of `/status`.
@@ -19,12 +70,38 @@ pub fn limits_status(_runtime: &Runtime, snapshot: &Snapshot) -> Value {
             .config
             .limits
             .iter()
-            .map(|l| (l.name.clone(), json!({})))
+            .zip(&snapshot.shield.limits)
+            .map(|(l, compiled)| {
+                (
+                    l.name.clone(),
+                    json!({
+                        "key": key_text(&l.key),
+                        "rate": format!("{}/{}s", l.rate.count, l.rate.per.as_secs()),
+                        "burst": l.burst,
+                        "mode": match l.mode { LimitMode::Enforce => "enforce", LimitMode::DryRun => "dry_run" },
+                        "max_keys": l.max_keys,
+                        "tracked_keys": compiled.state.tracked_keys(),
+                        "refusals": compiled.state.refusals.load(Ordering::Relaxed),
+                        "overflow_refusals": compiled.state.overflow_refusals.load(Ordering::Relaxed),
+                    }),
+                )
+            })
             .collect(),
     )
 }
 
 /// The `bans` section of `/status`.
-pub fn bans_status(_runtime: &Runtime, _snapshot: &Snapshot) -> Value {
-    json!([])
+pub fn bans_status(_runtime: &Runtime, snapshot: &Snapshot) -> Value {
+    Value::Array(
+        snapshot
+            .shield
+            .state
+            .bans
+            .list()
+            .into_iter()
+            .map(|(client, left, since)| {
+                json!({ "client": client, "seconds_left": left, "since": rfc3339(since) })
+            })
+            .collect(),
+    )
 }

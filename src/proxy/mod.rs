@@ -88,8 +88,7 @@ pub struct RequestCtx {
     all_down: bool,
     try_started: Option<Instant>,
     upstream_ms: Option<f64>,
-    /// The shield's view of this request (limits charged, form fields read).
-    #[allow(dead_code)] // read once the shield is wired into the pipeline
+    /// The shield's view of this request (the limit that refused it).
     shield: crate::shield::RequestState,
     /// The login queue's view of this request (admission permit, ticket, pass).
     queue: crate::queue::RequestState,
@@ -222,10 +221,12 @@ fn reason_of(e: &Error) -> Option<Reason> {
                 _ => Reason::UpstreamError,
             }),
             ErrorSource::Downstream => match e.etype() {
+                // Request heads are read before any hook: a read timeout here is a body
+                // that stopped arriving.
+                ErrorType::ReadTimedout => Some(Reason::BodyTooSlow),
                 ErrorType::ReadError
                 | ErrorType::WriteError
                 | ErrorType::ConnectionClosed
-                | ErrorType::ReadTimedout
                 | ErrorType::WriteTimedout => None,
                 _ => Some(Reason::Malformed),
             },
@@ -352,6 +353,31 @@ impl ProxyHttp for RempartProxy {
             return Ok(true);
         }
 
+        // Shield: bans, then the route's limits.
+        if let (Some(snapshot), Some(route), Some(client_ip)) =
+            (ctx.snapshot.clone(), ctx.route, ctx.client_ip)
+        {
+            if let Some(compiled) = snapshot.routes.get(route) {
+                let refusal = snapshot
+                    .shield
+                    .admit(&compiled.route.limits, session, client_ip, &mut ctx.shield)
+                    .await;
+                if let Some(answer) = refusal {
+                    self.answer(session, ctx, answer).await;
+                    return Ok(true);
+                }
+            }
+        }
+        if declared_length.is_some_and(|len| len > 0)
+            || session
+                .req_header()
+                .headers
+                .contains_key(header::TRANSFER_ENCODING)
+        {
+            // A body that stops arriving is cut (408) instead of holding the request.
+            session.set_read_timeout(Some(crate::shield::body::BODY_STALL));
+        }
+
         // Login queue: wait for admission on a queue route.
         let queue = ctx.snapshot.as_ref().and_then(|s| {
             let index = s.routes.get(ctx.route?)?.route.login_queue?;
@@ -379,6 +405,23 @@ impl ProxyHttp for RempartProxy {
             }
         }
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(snapshot) = ctx.snapshot.as_ref() {
+            snapshot.shield.check_body(
+                session.body_bytes_read() as u64,
+                ctx.started.elapsed(),
+                end_of_stream,
+            )?;
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -687,6 +730,11 @@ impl ProxyHttp for RempartProxy {
             queue_ms: ctx.queue_ms,
             retries: ctx.retries,
             reason: ctx.reason.map(Reason::as_str),
+            limit: ctx
+                .shield
+                .limit
+                .as_deref()
+                .or(ctx.shield.dry_run.as_deref()),
             request_id: &ctx.request_id,
         };
         if !self.runtime.access_log.write(&record) {

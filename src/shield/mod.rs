@@ -1,18 +1,431 @@
 //! The abuse shield: connection caps and CIDR lists, the header deadline, rate limits
 //! (governor), bans, and the memory bounds that keep all of it small under attack.
+//!
+//! - [`Shield`]: what one configuration generation says (limits in force, lists, caps), built
+//!   by [`Shield::compile`] and read by requests through the snapshot.
+//! - [`ShieldState`]: what outlives generations (buckets by limit identity, bans, open
+//!   connections), owned by the `Runtime`; a reload keeps unchanged limits' buckets and the bans.
+//! - `keys`: the key of a request for a limit; `limits`: buckets with a key cap and an overflow
+//!   bucket; `bans`: the penalty box; `connections`: caps and the accept filter; `deadline`:
+//!   the request-head deadline; `body`: reading form fields and policing request bodies.
 
-use crate::config::Config;
+pub mod bans;
+pub mod body;
+pub mod connections;
+pub mod deadline;
+pub mod keys;
+pub mod limits;
+
+use std::collections::HashMap;
+use std::hash::RandomState;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+use pingora::proxy::Session;
+use prometheus::IntCounter;
+
+use crate::config::{Ban, Config, LimitKey, LimitMode};
+use crate::proxy::answer::{Answer, Reason};
 use crate::telemetry::Metrics;
+use bans::BanList;
+use body::FormBody;
+use connections::{caps_for, ConnectionTable, Refusal};
+use keys::{ip_group, ip_key, text_key, GLOBAL_KEY};
+use limits::{LimitIdentity, LimitState, Verdict};
+
+/// Key kinds for string keys, so that a header and a cookie with the same value differ.
+const KIND_HEADER: u8 = 1;
+const KIND_COOKIE: u8 = 2;
+const KIND_QUERY: u8 = 3;
+const KIND_FORM: u8 = 4;
+/// The one key of every form body that cannot be read (too large, chunked, another type).
+const KIND_FORM_UNREADABLE: u8 = 5;
+
+/// State of the shield that outlives configuration generations.
+pub struct ShieldState {
+    /// Buckets by limit identity. Locked only when a generation is compiled or swept.
+    limits: Mutex<HashMap<LimitIdentity, Arc<LimitState>>>,
+    pub bans: BanList,
+    pub connections: Arc<ConnectionTable>,
+    /// Keys strings and long IPv6 prefixes; random per process, stable across reloads.
+    pub hasher: RandomState,
+}
+
+impl Default for ShieldState {
+    fn default() -> Self {
+        ShieldState {
+            limits: Mutex::new(HashMap::new()),
+            bans: BanList::default(),
+            connections: Arc::new(ConnectionTable::default()),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl ShieldState {
+    /// The limits that exist now (those of the generation compiled last).
+    fn all_limits(&self) -> Vec<Arc<LimitState>> {
+        match self.limits.lock() {
+            Ok(map) => map.values().cloned().collect(),
+            Err(poisoned) => poisoned.into_inner().values().cloned().collect(),
+        }
+    }
+}
+
+/// One limit as this generation uses it.
+pub struct CompiledLimit {
+    pub name: Arc<str>,
+    pub key: LimitKey,
+    pub mode: LimitMode,
+    pub state: Arc<LimitState>,
+    refused: IntCounter,
+    policy: Option<HeaderValue>,
+}
 
 /// The shield as one configuration generation defines it.
-pub struct Shield {}
+pub struct Shield {
+    /// By index of `Config::limits`.
+    pub limits: Vec<CompiledLimit>,
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+    trusted: Vec<IpNet>,
+    ban: Option<Ban>,
+    pub state: Arc<ShieldState>,
+    ipv6_prefix: u8,
+    pub header_timeout: Duration,
+    body_min_rate: u64,
+    max_body_bytes: u64,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    metrics: ShieldMetrics,
+}
+
+#[derive(Clone)]
+struct ShieldMetrics {
+    refused_denied: IntCounter,
+    refused_too_many: IntCounter,
+    refused_too_many_from_address: IntCounter,
+    header_timeout: IntCounter,
+}
 
 impl Shield {
-    pub fn compile(_config: &Config, _metrics: &Metrics) -> Self {
-        Shield {}
+    pub fn compile(config: &Config, metrics: &Metrics, state: &Arc<ShieldState>) -> Self {
+        let mut registry = match state.limits.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut kept = HashMap::new();
+        let limits = config
+            .limits
+            .iter()
+            .map(|limit| {
+                let id = LimitIdentity::of(limit);
+                let bucket = registry
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(LimitState::new(limit)));
+                kept.insert(id, bucket.clone());
+                let window = limits::window_seconds(limit.rate, limit.burst);
+                CompiledLimit {
+                    name: limit.name.as_str().into(),
+                    key: limit.key.clone(),
+                    mode: limit.mode,
+                    state: bucket,
+                    refused: metrics.rate_limited_total.with_label_values(&[&limit.name]),
+                    policy: HeaderValue::from_str(&format!(
+                        "\"{}\";q={};w={window}",
+                        limit.name, limit.burst
+                    ))
+                    .ok(),
+                }
+            })
+            .collect();
+        // Limits gone from the file lose their buckets now.
+        *registry = kept;
+        drop(registry);
+        let server = &config.server;
+        let refused = |reason: &str| {
+            metrics
+                .connections_refused_total
+                .with_label_values(&[reason])
+        };
+        Shield {
+            limits,
+            allow: config.shield.allow.clone(),
+            deny: config.shield.deny.clone(),
+            trusted: server.trusted_proxies.clone(),
+            ban: config.shield.ban.clone(),
+            state: state.clone(),
+            ipv6_prefix: server.ipv6_prefix,
+            header_timeout: server.header_timeout,
+            body_min_rate: server.body_min_rate,
+            max_body_bytes: server.max_body_bytes,
+            max_connections: server.max_connections,
+            max_connections_per_ip: server.max_connections_per_ip,
+            metrics: ShieldMetrics {
+                refused_denied: refused("denied"),
+                refused_too_many: refused("max_connections"),
+                refused_too_many_from_address: refused("max_connections_per_ip"),
+                header_timeout: metrics
+                    .responses_generated_total
+                    .with_label_values(&[Reason::HeaderTimeout.as_str()]),
+            },
+        }
+    }
+
+    fn allowed(&self, ip: IpAddr) -> bool {
+        !self.allow.is_empty() && self.allow.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client_ip key of an address under this generation.
+    pub fn client_key(&self, ip: IpAddr) -> u64 {
+        ip_key(ip, self.ipv6_prefix, &self.state.hasher)
+    }
+
+    /// Accept time, before TLS: deny CIDRs, then the caps against the connections open now.
+    pub fn refuse_connection(&self, ip: IpAddr) -> Option<Refusal> {
+        if self.deny.iter().any(|net| net.contains(&ip)) && !self.allowed(ip) {
+            return Some(Refusal::Denied);
+        }
+        self.state
+            .connections
+            .over_caps(self.client_key(ip), self.caps(ip))
+    }
+
+    /// The caps for connections from `ip`.
+    pub fn caps(&self, ip: IpAddr) -> connections::Caps {
+        caps_for(
+            ip,
+            self.max_connections,
+            self.max_connections_per_ip,
+            &self.allow,
+            &self.trusted,
+        )
+    }
+
+    pub fn count_connection_refusal(&self, refusal: Refusal) {
+        match refusal {
+            Refusal::Denied => self.metrics.refused_denied.inc(),
+            Refusal::TooMany => self.metrics.refused_too_many.inc(),
+            Refusal::TooManyFromAddress => self.metrics.refused_too_many_from_address.inc(),
+        }
+    }
+
+    /// The counter of 408 answers for slow request heads.
+    pub fn header_timeout_counter(&self) -> IntCounter {
+        self.metrics.header_timeout.clone()
+    }
+
+    /// Ban check, then the route's limits, in the route's order. `Some(answer)`: refused.
+    /// A request refused by one limit is charged to none: every limit is asked first, and only
+    /// a request all of them let through is charged.
+    pub async fn admit(
+        &self,
+        route_limits: &[usize],
+        session: &mut Session,
+        client_ip: IpAddr,
+        state: &mut RequestState,
+    ) -> Option<Answer> {
+        if self.allowed(client_ip) {
+            return None;
+        }
+        let client_key = self.client_key(client_ip);
+        if let Some(left) = self.state.bans.banned(client_key) {
+            let mut answer = Answer::new(Reason::Banned);
+            answer.retry_after = Some(left.as_secs().max(1));
+            return Some(answer);
+        }
+        if route_limits.is_empty() {
+            return None;
+        }
+
+        // Form fields need the body (at most 64 KiB), read now and still forwarded whole.
+        let mut form = FormBody::NotRead;
+        if route_limits
+            .iter()
+            .filter_map(|&i| self.limits.get(i))
+            .any(|l| limits::reads_body(&l.key))
+        {
+            form = match body::read_form_body(session, self.header_timeout).await {
+                Ok(form) => form,
+                Err(reason) => return Some(Answer::new(reason)),
+            };
+        }
+
+        let mut keyed: Vec<(&CompiledLimit, u64)> = Vec::with_capacity(route_limits.len());
+        for limit in route_limits.iter().filter_map(|&i| self.limits.get(i)) {
+            if let Some(key) = self.key_of(limit, session, client_key, &form) {
+                keyed.push((limit, key));
+            }
+        }
+
+        // Ask every limit first.
+        for (limit, key) in &keyed {
+            if let Verdict::Refuse { wait, overflow } = limit.state.test(*key) {
+                if let Some(answer) =
+                    self.refused(limit, client_ip, client_key, wait, overflow, state)
+                {
+                    return Some(answer);
+                }
+            }
+        }
+        // Then charge them all. Another request may have taken the last token in between:
+        // that limit refuses now.
+        for (limit, key) in &keyed {
+            if let Verdict::Refuse { wait, overflow } = limit.state.charge(*key) {
+                if let Some(answer) =
+                    self.refused(limit, client_ip, client_key, wait, overflow, state)
+                {
+                    return Some(answer);
+                }
+            }
+        }
+        None
+    }
+
+    /// Count a refusal; `Some(answer)` unless the limit is in dry_run.
+    fn refused(
+        &self,
+        limit: &CompiledLimit,
+        client_ip: IpAddr,
+        client_key: u64,
+        wait: Duration,
+        overflow: bool,
+        state: &mut RequestState,
+    ) -> Option<Answer> {
+        limit.state.refusals.fetch_add(1, Ordering::Relaxed);
+        if overflow {
+            limit
+                .state
+                .overflow_refusals
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        limit.refused.inc();
+        if limit.mode == LimitMode::DryRun {
+            tracing::info!(limit = %limit.name, client_ip = %client_ip, "dry_run: a request would be refused");
+            state.dry_run.get_or_insert_with(|| limit.name.clone());
+            return None;
+        }
+        // The overflow bucket is shared by many clients: it bans nobody.
+        if let (Some(rule), false) = (&self.ban, overflow) {
+            let prefix = self.ipv6_prefix;
+            if self
+                .state
+                .bans
+                .violation(client_key, || ip_group(client_ip, prefix), rule)
+            {
+                tracing::warn!(client_ip = %client_ip, limit = %limit.name, "client banned");
+            }
+        }
+        state.limit = Some(limit.name.clone());
+        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut answer = Answer::new(Reason::RateLimited).detail(limit.name.to_string());
+        answer.retry_after = Some(retry_after);
+        if let Some(policy) = &limit.policy {
+            answer
+                .headers
+                .push((HeaderName::from_static("ratelimit-policy"), policy.clone()));
+        }
+        if let Ok(value) = HeaderValue::from_str(&format!("\"{}\";r=0;t={retry_after}", limit.name))
+        {
+            answer
+                .headers
+                .push((HeaderName::from_static("ratelimit"), value));
+        }
+        Some(answer)
+    }
+
+    /// The key of this request for a limit; None: the limit does not apply (no such header,
+    /// cookie, parameter or field).
+    fn key_of(
+        &self,
+        limit: &CompiledLimit,
+        session: &Session,
+        client_key: u64,
+        form: &FormBody,
+    ) -> Option<u64> {
+        let req = session.req_header();
+        let hasher = &self.state.hasher;
+        match &limit.key {
+            LimitKey::ClientIp => Some(client_key),
+            LimitKey::Global => Some(GLOBAL_KEY),
+            LimitKey::Header(name) => {
+                keys::header_value(&req.headers, name).map(|v| text_key(KIND_HEADER, v, hasher))
+            }
+            LimitKey::Cookie(name) => {
+                keys::cookie_value(&req.headers, name).map(|v| text_key(KIND_COOKIE, v, hasher))
+            }
+            LimitKey::Query(name) => req
+                .uri
+                .query()
+                .and_then(|q| keys::urlencoded_value(q.as_bytes(), name))
+                .filter(|v| !v.is_empty())
+                .map(|v| text_key(KIND_QUERY, &v, hasher)),
+            LimitKey::Form(field) => match form {
+                FormBody::NotRead | FormBody::Empty => None,
+                FormBody::Unreadable => Some(text_key(KIND_FORM_UNREADABLE, b"", hasher)),
+                FormBody::Read { kind, bytes } => {
+                    keys::form_value(*kind, bytes, field).map(|v| text_key(KIND_FORM, &v, hasher))
+                }
+            },
+        }
+    }
+
+    /// Police the request body as it streams: `max_body_bytes` (413) and `body_min_rate`
+    /// (408), measured from the arrival of the request head.
+    pub fn check_body(
+        &self,
+        bytes_read: u64,
+        since_head: Duration,
+        end_of_body: bool,
+    ) -> pingora::Result<()> {
+        body::check_body(
+            bytes_read,
+            since_head,
+            end_of_body,
+            self.max_body_bytes,
+            self.body_min_rate,
+        )
+    }
+
+    /// Lift a ban by address (the key is computed with this generation's IPv6 grouping).
+    pub fn lift_ban(&self, ip: IpAddr) -> bool {
+        self.state.bans.lift(self.client_key(ip))
+    }
+
+    /// Housekeeping: forget idle keys, end bans; updates the gauges. Returns bans in force.
+    pub fn sweep(&self, metrics: &Metrics) -> usize {
+        for limit in self.state.all_limits() {
+            limit.sweep();
+        }
+        for limit in &self.limits {
+            metrics
+                .limit_keys
+                .with_label_values(&[&limit.name])
+                .set(limit.state.tracked_keys() as i64);
+        }
+        let within = self
+            .ban
+            .as_ref()
+            .map_or(Duration::from_secs(60), |b| b.within);
+        let active = self.state.bans.sweep(within);
+        metrics.bans_active.set(active as i64);
+        active
     }
 }
 
 /// What the shield remembers about one request.
 #[derive(Default)]
-pub struct RequestState {}
+pub struct RequestState {
+    /// The limit that refused the request (for the access log).
+    pub limit: Option<Arc<str>>,
+    /// The first dry_run limit that would have refused it.
+    pub dry_run: Option<Arc<str>>,
+}
+
+/// How often idle keys are swept and ended bans dropped.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
