@@ -4,7 +4,9 @@
 #                datacenters (ent-origin) and Rempart in the foreground with conf/rempart.yaml
 #   make test    install what is missing, build (debug: the integration tests run
 #                target/debug/rempart) and run every test of the workspace
-#   make bench   Rempart against NGINX and HAProxy on this machine (bench/run.sh)
+#   make bench   Rempart against NGINX and HAProxy on this machine (bench/run.sh), then the
+#                shield's cost: memory with a million client addresses, req/s with and
+#                without limits (bench/shield.sh)
 #   make check   formatting and clippy, warnings as errors
 #   make deps    install the missing system tools (apt-get, only when one is missing)
 #   make build   release build of the workspace
@@ -29,6 +31,7 @@ test: deps
 
 bench:
 	@bash bench/run.sh
+	@bash bench/shield.sh
 
 check:
 	$(CARGO) fmt --all -- --check

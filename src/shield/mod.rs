@@ -256,31 +256,32 @@ impl Shield {
             };
         }
 
-        let mut keyed: Vec<(&CompiledLimit, u64)> = Vec::with_capacity(route_limits.len());
+        // (limit, key, to charge)
+        let mut keyed: Vec<(&CompiledLimit, u64, bool)> = Vec::with_capacity(route_limits.len());
         for limit in route_limits.iter().filter_map(|&i| self.limits.get(i)) {
             if let Some(key) = self.key_of(limit, session, client_key, &form) {
-                keyed.push((limit, key));
+                keyed.push((limit, key, true));
             }
         }
 
-        // Ask every limit first.
-        for (limit, key) in &keyed {
+        // Ask every limit first. A dry_run limit that would refuse is counted, and not
+        // charged, as it would not be if enforced.
+        for (limit, key, charge) in keyed.iter_mut() {
             if let Verdict::Refuse { wait, overflow } = limit.state.test(*key) {
-                if let Some(answer) =
-                    self.refused(limit, client_ip, client_key, wait, overflow, state)
-                {
-                    return Some(answer);
+                *charge = false;
+                let refused = self.refused(limit, client_ip, client_key, wait, overflow, state);
+                if refused.is_some() {
+                    return refused;
                 }
             }
         }
         // Then charge them all. Another request may have taken the last token in between:
         // that limit refuses now.
-        for (limit, key) in &keyed {
+        for (limit, key, _) in keyed.iter().filter(|(_, _, charge)| *charge) {
             if let Verdict::Refuse { wait, overflow } = limit.state.charge(*key) {
-                if let Some(answer) =
-                    self.refused(limit, client_ip, client_key, wait, overflow, state)
-                {
-                    return Some(answer);
+                let refused = self.refused(limit, client_ip, client_key, wait, overflow, state);
+                if refused.is_some() {
+                    return refused;
                 }
             }
         }
