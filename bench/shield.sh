@@ -8,11 +8,11 @@
 #    is read idle (after a warm-up), then after the flood, and the limit's tracked keys from
 #    /status.
 # 2. Per-request cost: requests/s and latency with `wrk -t2 -c64 -d10s` on a route without
-#    limits, then on a route with two limits (client_ip and global, high enough that nothing is
-#    refused), same client, same origin.
+#    limits and on a route with two limits (client_ip and global, high enough that nothing is
+#    refused), same client, same origin, taking turns; best round of each.
 #
-# Writes bench/out/shield.md. Environment: SHIELD_KEYS (default 1000000), BENCH_DURATION
-# (seconds, default 10), BENCH_CONNECTIONS (default 64). Loopback only; every process started
+# Writes bench/out/shield.md. Environment: SHIELD_KEYS (default 1000000), SHIELD_ROUNDS (default
+# 3), BENCH_DURATION (seconds, default 10), BENCH_CONNECTIONS (default 64). Loopback only; every process started
 # here is stopped on exit; the flood is bounded by SHIELD_KEYS and by 600 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -116,19 +116,31 @@ pids+=($rempart_pid)
 wait_ready rempart "http://127.0.0.1:$port/plain" "$rempart_pid"
 
 # --- per-request cost ----------------------------------------------------------------------
+# The two routes take turns, SHIELD_ROUNDS times each; the best round of each is kept (the
+# machine is shared with the origin and wrk, and other work: the best round is the least
+# disturbed one).
+rounds=${SHIELD_ROUNDS:-3}
 wrk_cmd="wrk -t2 -c$connections -d${duration}s --latency"
 declare -A rps=() p99=() errors=()
-for route in plain limited; do
-  url="http://127.0.0.1:$port/$route"
-  log "$route: warm-up 2s, then $wrk_cmd $url"
-  timeout -k 5 40 wrk -t2 -c"$connections" -d2s "$url" >/dev/null 2>&1 || true
-  timeout -k 5 $((duration + 30)) $wrk_cmd "$url" >"$out/shield-wrk-$route.txt" 2>&1
-  rps[$route]=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out/shield-wrk-$route.txt")
-  p99[$route]=$(awk '$1 == "99%" { print $2 }' "$out/shield-wrk-$route.txt")
-  non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out/shield-wrk-$route.txt")
-  sockerr=$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$out/shield-wrk-$route.txt")
-  errors[$route]=$(( ${non2xx:-0} + ${sockerr:-0} ))
+for url_route in plain limited; do
+  timeout -k 5 40 wrk -t2 -c"$connections" -d2s "http://127.0.0.1:$port/$url_route" >/dev/null 2>&1 || true
 done
+for round in $(seq "$rounds"); do
+  for route in plain limited; do
+    url="http://127.0.0.1:$port/$route"
+    log "round $round/$rounds, $route: $wrk_cmd $url"
+    timeout -k 5 $((duration + 30)) $wrk_cmd "$url" >"$out/shield-wrk-$route-$round.txt" 2>&1
+    r=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out/shield-wrk-$route-$round.txt")
+    if [ -n "$r" ] && [ "$r" -gt "${rps[$route]:-0}" ]; then
+      rps[$route]=$r
+      p99[$route]=$(awk '$1 == "99%" { print $2 }' "$out/shield-wrk-$route-$round.txt")
+      non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out/shield-wrk-$route-$round.txt")
+      sockerr=$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$out/shield-wrk-$route-$round.txt")
+      errors[$route]=$(( ${non2xx:-0} + ${sockerr:-0} ))
+    fi
+  done
+done
+cost=$(awk -v a="${rps[plain]:-0}" -v b="${rps[limited]:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.1f", (1 / b - 1 / a) * 1e6; else print "n/a" }')
 
 # --- memory with a million client addresses --------------------------------------------------
 sleep 1
@@ -162,12 +174,25 @@ function response(status, headers, body)
 end
 LUA
 log "memory: $keys distinct client addresses through X-Forwarded-For (bounded to 600 s)"
+# wrk's threads stop after their share of answers, but wrk itself sleeps its whole -d: it is
+# stopped here once Rempart has answered them all.
+keys_answered() {
+  curl -s "http://127.0.0.1:$admin/metrics" | awk '/^rempart_requests_total\{route="keys"/ { n += $NF } END { printf "%d", n }'
+}
 flood_started=$SECONDS
-timeout -k 5 660 wrk -t$threads -c$connections -d600s -s "$out/shield-xff.lua" "http://127.0.0.1:$port/keys" \
-  >"$out/shield-wrk-keys.txt" 2>&1 || true
+wrk -t$threads -c$connections -d600s -s "$out/shield-xff.lua" "http://127.0.0.1:$port/keys" \
+  >"$out/shield-wrk-keys.txt" 2>&1 &
+wrk_pid=$!
+pids+=($wrk_pid)
+while kill -0 "$wrk_pid" 2>/dev/null && [ "$(keys_answered)" -lt "$keys" ] && [ $((SECONDS - flood_started)) -lt 600 ]; do
+  sleep 1
+done
 flood_seconds=$((SECONDS - flood_started))
-sent=$(awk '/requests in/ { print $1 }' "$out/shield-wrk-keys.txt")
-flood_non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out/shield-wrk-keys.txt")
+sleep 1
+kill -TERM "$wrk_pid" 2>/dev/null || true
+wait "$wrk_pid" 2>/dev/null || true
+sent=$(keys_answered)
+flood_non2xx=$(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^rempart_requests_total\{route="keys",status="[^2]/ { n += $NF } END { printf "%d", n }')
 after_kib=$(rss_kib "$rempart_pid")
 tracked=$(curl -s "http://127.0.0.1:$admin/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["limits"]["per_client"]["tracked_keys"])' 2>/dev/null || echo "n/a")
 sleep 6   # one sweep: nothing is idle yet at 1/h, so nothing may be dropped
@@ -189,8 +214,8 @@ cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
   echo
   echo "| | value |"
   echo "|---|---:|"
-  echo "| requests sent (wrk, one new X-Forwarded-For address each, half IPv4, half IPv6 /64s) | ${sent:-n/a} in ${flood_seconds}s |"
-  echo "| non-2xx answers during the flood | ${flood_non2xx:-0} |"
+  echo "| requests answered (wrk, one new X-Forwarded-For address each, half IPv4, half IPv6 /64s) | ${sent:-n/a} in ${flood_seconds}s |"
+  echo "| non-2xx answers during the flood (beyond max_keys: the overflow bucket) | ${flood_non2xx:-0} |"
   echo "| keys tracked by the limit afterwards (/status) | $tracked |"
   echo "| resident memory idle (VmRSS) | $((idle_kib / 1024)) MiB |"
   echo "| resident memory after the flood | $((after_kib / 1024)) MiB |"
@@ -199,11 +224,13 @@ cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
   echo
   echo "## Per-request cost of the limits"
   echo
-  echo "\`$wrk_cmd URL\`, after a 2 s warm-up, same client:"
+  echo "\`$wrk_cmd URL\`, same client, the two routes taking turns $rounds times after a 2 s warm-up each; best round of each:"
   echo
   echo "| route | req/s | p99 | errors |"
   echo "|---|---:|---:|---:|"
   echo "| no limits | ${rps[plain]:-n/a} | ${p99[plain]:-n/a} | ${errors[plain]:-n/a} |"
   echo "| two limits (client_ip + global) | ${rps[limited]:-n/a} | ${p99[limited]:-n/a} | ${errors[limited]:-n/a} |"
+  echo
+  echo "Cost of the two limits: $cost µs per request (1/req/s with limits minus without, one worker thread)."
 } >"$out/shield.md"
 cat "$out/shield.md"

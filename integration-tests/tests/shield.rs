@@ -142,7 +142,7 @@ async fn a_flooder_is_held_to_its_limit_then_banned_while_twenty_others_browse()
     );
     let status = s.rempart.admin_json("/status");
     assert_eq!(status["limits"]["per_ip"]["refusals"], limited as u64);
-    assert_eq!(status["bans"][0]["client"], "127.0.0.100");
+    assert_eq!(status["bans"][0]["ip"], "127.0.0.100");
     let bans = s.rempart.admin_json("/bans");
     assert_eq!(bans.as_array().map(Vec::len), Some(1), "{bans}");
     let logged = poll_until(Duration::from_secs(3), || {

@@ -100,7 +100,13 @@ pub fn bans_status(_runtime: &Runtime, snapshot: &Snapshot) -> Value {
             .list()
             .into_iter()
             .map(|(client, left, since)| {
-                json!({ "client": client, "seconds_left": left, "since": rfc3339(since) })
+                let until = std::time::SystemTime::now() + std::time::Duration::from_secs(left);
+                json!({
+                    "ip": client,
+                    "since": rfc3339(since),
+                    "until": rfc3339(until),
+                    "seconds_left": left,
+                })
             })
             .collect(),
     )

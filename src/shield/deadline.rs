@@ -158,8 +158,7 @@ impl AsyncRead for HeadDeadline {
                     this.tail_len = 0;
                     this.state.store(IN_HEAD, Ordering::Release);
                 }
-                let data = new.to_vec();
-                if this.scan(&data) {
+                if this.scan(new) {
                     this.state.store(DONE, Ordering::Release);
                 }
             }
