@@ -32,7 +32,8 @@ async fn buckets_and_bans_survive_a_reload_of_unchanged_limits() {
     });
     let a = client_from("127.0.7.1");
     let b = client_from("127.0.7.2");
-    let get = |c: &reqwest::Client| c.get(s.url("/r")).send();
+    let url = s.url("/r");
+    let get = |c: &reqwest::Client| c.get(&url).send();
     // a: its two requests, then refused. b: refused three times, banned.
     for _ in 0..2 {
         assert_eq!(get(&a).await.unwrap().status(), 200);
@@ -57,10 +58,15 @@ async fn buckets_and_bans_survive_a_reload_of_unchanged_limits() {
         429,
         "an unchanged limit keeps its buckets across a reload"
     );
-    assert_eq!(get(&b).await.unwrap().status(), 403, "bans survive a reload");
+    assert_eq!(
+        get(&b).await.unwrap().status(),
+        403,
+        "bans survive a reload"
+    );
 
     // Change the limit's rate: fresh buckets.
-    s.rempart.write_config(&yaml.replace("rate: 1/h", "rate: 2/h"));
+    s.rempart
+        .write_config(&yaml.replace("rate: 1/h", "rate: 2/h"));
     let (code, body) = s.rempart.admin_post("/reload");
     assert_eq!(code, 200, "{body}");
     let status = poll_until_async(Duration::from_secs(3), || async {
@@ -68,6 +74,13 @@ async fn buckets_and_bans_survive_a_reload_of_unchanged_limits() {
         (st == 200).then_some(st)
     })
     .await;
-    assert!(status.is_some(), "a changed limit starts with fresh buckets");
-    assert_eq!(get(&b).await.unwrap().status(), 403, "bans survive any reload");
+    assert!(
+        status.is_some(),
+        "a changed limit starts with fresh buckets"
+    );
+    assert_eq!(
+        get(&b).await.unwrap().status(),
+        403,
+        "bans survive any reload"
+    );
 }
