@@ -290,3 +290,53 @@ async fn denied_addresses_are_refused_at_connection_time_even_on_tls() {
     assert_eq!(ok.get(s.url("/fine")).send().await.unwrap().status(), 200);
     assert_eq!(s.dc_a[0].stats().path("/denied"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_deadline_holds_over_tls_too() {
+    let s = Stack::start(1, 0, |y| {
+        y.server.push("header_timeout: 1s".into());
+    });
+    let mut tls = tls_connect(s.ports.https, "localhost", &["http/1.1"])
+        .await
+        .expect("TLS connection");
+    tls.write_all(b"GET /tls-slow HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        match tokio::time::timeout(Duration::from_millis(300), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {
+                if tls.write_all(b"X-Dribble: a\r\n").await.is_err() {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+    }
+    assert!(
+        closed,
+        "a dribbling TLS connection was still open after 10 s"
+    );
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(s.dc_a[0].stats().path("/tls-slow"), 0);
+    // A normal TLS request is served.
+    let c = tls_client(&[("localhost", s.ports.https)]);
+    let r = c
+        .get(s.https_url("localhost", "/fine"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
