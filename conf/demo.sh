@@ -48,7 +48,8 @@ stop() { # SIGNAL PID: signal, wait up to 5s, then SIGKILL
   wait "$2" 2>/dev/null || true
 }
 cleanup() {
-  trap - INT TERM EXIT
+  trap - EXIT
+  trap "" INT TERM   # a second Ctrl-C must not cut the clean-up short
   if [ -n "$rempart_pid" ]; then stop INT "$rempart_pid"; fi
   for pid in "${pids[@]}"; do stop TERM "$pid"; done
   echo "demo: stopped"
@@ -58,7 +59,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 start_origin() { # NAME PORT
-  "$origin" --listen "127.0.0.1:$2" --name "$1" &
+  # Logins cost 1 s on these stand-in backends, so that the login queue has something to do.
+  "$origin" --listen "127.0.0.1:$2" --name "$1" --login-cost 1s &
   pids+=($!)
 }
 start_origin dc-a-1 18081
