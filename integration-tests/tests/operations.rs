@@ -105,7 +105,8 @@ fn render_two(yaml: &ProxyYaml) -> String {
 }
 
 #[test]
-fn reload_under_load_moves_a_route_and_replaces_a_certificate_without_failing_a_request() {
+fn reload_under_load_moves_a_route_changes_a_limit_and_replaces_a_certificate_without_failing_a_request(
+) {
     let other = Origin::start("o1", &[]);
     let other_addr = other.addr();
     let mut yaml_state = None;
@@ -114,6 +115,11 @@ fn reload_under_load_moves_a_route_and_replaces_a_certificate_without_failing_a_
         yaml_state = Some(yaml.clone());
     });
     let mut yaml = yaml_state.expect("yaml");
+    yaml.routes = yaml
+        .routes
+        .replace("upstream: ent\n", "upstream: ent\n    limits: [probe]\n");
+    yaml.extra =
+        "limits:\n  probe: { key: \"header:x-probe\", rate: 1000/s, burst: 1000 }\n".into();
     stack.rempart.write_config(&render_two(&yaml));
     let (status, body) = stack.rempart.admin_post("/reload");
     assert_eq!(status, 200, "a reload of the same file is accepted: {body}");
@@ -129,6 +135,12 @@ fn reload_under_load_moves_a_route_and_replaces_a_certificate_without_failing_a_
 
     // Move the route to `other` and swap the certificates' order (the default changes).
     two_upstreams(&mut yaml, other_addr, "other");
+    // A limit changes too: `probe` (keyed on a header the load never sends) becomes tight.
+    yaml.routes = yaml.routes.replace(
+        "upstream: other\n",
+        "upstream: other\n    limits: [probe]\n",
+    );
+    yaml.extra = "limits:\n  probe: { key: \"header:x-probe\", rate: 1/min, burst: 1 }\n".into();
     let new_yaml = render_two(&yaml).replace(
         "        - { cert: certs/dev/localhost.crt, key: certs/dev/localhost.key }\n        - { cert: certs/dev/ent-example.crt, key: certs/dev/ent-example.key }\n",
         "        - { cert: certs/dev/ent-example.crt, key: certs/dev/ent-example.key }\n        - { cert: certs/dev/localhost.crt, key: certs/dev/localhost.key }\n",
@@ -163,6 +175,26 @@ fn reload_under_load_moves_a_route_and_replaces_a_certificate_without_failing_a_
         "no request fails across the reload ({} ok); first failure: {:?}",
         report.ok.load(Ordering::Relaxed),
         report.first_failure.lock().unwrap()
+    );
+
+    // The changed limit is in force: one probe passes, the next is refused.
+    let probe = |n: usize| {
+        integration_tests::http1::request(
+            stack.ports.http,
+            "GET",
+            "/probe",
+            &[("X-Probe", "p1")],
+            b"",
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("probe {n}: {e}"))
+        .status
+    };
+    assert_eq!(probe(1), 200, "the first probe fits the new burst of 1");
+    assert_eq!(
+        probe(2),
+        429,
+        "the second probe meets the new, tighter limit"
     );
 
     // New handshakes without SNI get the new default certificate.
