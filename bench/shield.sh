@@ -33,41 +33,8 @@ log "building (release)"
 cargo build --release --workspace
 mkdir -p "$out"
 
-pids=()
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-used_ports=" "
-port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local p
-  for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 30000))
-    case $used_ports in *" $p "*) continue ;; esac
-    if ! port_taken "$p"; then used_ports+="$p "; PORT=$p; return 0; fi
-  done
-  log "no free port found"; return 1
-}
-wait_ready() { # NAME URL PID
-  local deadline=$((SECONDS + 30))
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$2" 2>/dev/null)" = 200 ]; do
-    if ! kill -0 "$3" 2>/dev/null; then log "$1 exited during start-up"; return 1; fi
-    if [ "$SECONDS" -ge "$deadline" ]; then log "$1 not answering on $2 after 30s"; return 1; fi
-    sleep 0.2
-  done
-}
+# pids, cleanup on exit, free_port, wait_ready.
+. bench/common.sh
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 free_port; origin_port=$PORT
