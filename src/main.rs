@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: glibc's malloc and free took about 12% of the proxy's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use rempart::config;
 use rempart::launch::{self, Mode};
 
