@@ -475,12 +475,7 @@ impl Rempart {
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Result<Rempart, String> {
         let bin = rempart_bin()?;
         let addrs = addresses_with_env(yaml, env)?;
-        let dir = tempfile::Builder::new()
-            .prefix("rempart-test-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let config = dir.path().join("rempart.yaml");
-        fs::write(&config, yaml).map_err(|e| e.to_string())?;
+        let (dir, config) = config_in_tempdir(yaml)?;
         let child = spawn_rempart(&bin, &["-c".as_ref(), config.as_os_str()], dir.path(), env)?;
         let mut r = Rempart {
             child: Some(child),
@@ -734,14 +729,21 @@ pub struct Finished {
     pub config: PathBuf,
 }
 
-fn run_to_end(args_before_c: &[&str], yaml: &str, timeout: Duration) -> Result<Finished, String> {
-    let bin = rempart_bin()?;
+/// A fresh temporary directory holding `yaml` as `rempart.yaml` (and, later, the process's
+/// stdout and stderr).
+fn config_in_tempdir(yaml: &str) -> Result<(tempfile::TempDir, PathBuf), String> {
     let dir = tempfile::Builder::new()
         .prefix("rempart-test-")
         .tempdir()
         .map_err(|e| e.to_string())?;
     let config = dir.path().join("rempart.yaml");
     fs::write(&config, yaml).map_err(|e| e.to_string())?;
+    Ok((dir, config))
+}
+
+fn run_to_end(args_before_c: &[&str], yaml: &str, timeout: Duration) -> Result<Finished, String> {
+    let bin = rempart_bin()?;
+    let (dir, config) = config_in_tempdir(yaml)?;
     let mut args: Vec<&std::ffi::OsStr> = args_before_c.iter().map(|a| a.as_ref()).collect();
     args.push("-c".as_ref());
     args.push(config.as_os_str());
