@@ -5,7 +5,9 @@
 //! `telemetry` counts and logs, `admin` exposes it all, and `launch` starts the whole.
 
 pub mod admin;
+pub mod answer;
 pub mod config;
+pub mod forwarded;
 pub mod launch;
 pub mod proxy;
 pub mod queue;

@@ -39,7 +39,7 @@ async fn lift_ban(
     let snapshot = runtime.load();
     if snapshot
         .shield
-        .lift_ban(crate::proxy::forwarded::canonical(parsed))
+        .lift_ban(crate::forwarded::canonical(parsed))
     {
         runtime
             .metrics

@@ -11,7 +11,7 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
-use crate::proxy::forwarded::canonical;
+use crate::forwarded::canonical;
 use crate::proxy::RempartProxy;
 use crate::runtime::Runtime;
 use crate::shield::deadline::HeadDeadline;

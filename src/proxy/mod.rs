@@ -1,9 +1,7 @@
 //! The request pipeline: Rempart's pingora `ProxyHttp` implementation and its per-request
 //! context. The hooks follow SPEC section 3: route, then upstream, then response and log.
 
-pub mod answer;
 pub mod edge;
-pub mod forwarded;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -19,12 +17,12 @@ use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::answer::{Answer, Reason};
+use crate::forwarded::{self, RequestIds};
 use crate::runtime::{Runtime, Snapshot};
 use crate::telemetry::{rfc3339_now, AccessRecord, Metrics};
 use crate::upstream::retry::{self, Attempt, RetryKind};
 use crate::upstream::{Choice, InFlight, Outcome, Upstream};
-use answer::{Answer, Reason};
-use forwarded::RequestIds;
 
 /// Rempart's proxy logic, shared by every worker.
 pub struct RempartProxy {

@@ -29,8 +29,8 @@ use pingora::proxy::Session;
 
 pub use admission::{Arrival, Entry, Expired, QueueCore, QueueStatus, Slot, Waiting};
 
+use crate::answer::Answer;
 use crate::config::{Config, LoginQueue as QueueConfig, TenantSource};
-use crate::proxy::answer::Answer;
 use crate::telemetry::Metrics;
 use ticket::{address_prefix, cookie, set_cookie, unix_now, Signer, PASS_COOKIE, TICKET_COOKIE};
 

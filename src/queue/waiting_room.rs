@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderValue, SET_COOKIE};
 
-use crate::proxy::answer::{Answer, Reason};
+use crate::answer::{Answer, Reason};
 
 /// Seconds a waiting-room client is asked to wait before coming back.
 pub fn retry_after(eta_seconds: u64, ticket_ttl_seconds: u64) -> u64 {

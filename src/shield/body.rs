@@ -9,7 +9,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
 use super::keys::{body_kind, BodyKind};
-use crate::proxy::answer::Reason;
+use crate::answer::Reason;
 
 /// Form bodies read for `form:` limits, at most (pingora's replay buffer holds this much, and
 /// is what forwards the bytes read here).

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use pingora::listeners::ConnectionFilter;
 
 use super::keys::ip_key;
-use crate::proxy::forwarded::{canonical, is_trusted};
+use crate::forwarded::{canonical, is_trusted};
 use crate::runtime::Runtime;
 
 /// Open connections, in total and per client address key.

@@ -28,8 +28,8 @@ use ipnet::IpNet;
 use pingora::proxy::Session;
 use prometheus::IntCounter;
 
+use crate::answer::{Answer, Reason};
 use crate::config::{Ban, Config, LimitKey, LimitMode};
-use crate::proxy::answer::{Answer, Reason};
 use crate::telemetry::Metrics;
 use bans::BanList;
 use body::FormBody;
