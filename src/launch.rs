@@ -9,6 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::http::v2::server::default_h2_options;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::protocols::ALPN;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -18,11 +21,11 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminService;
 use crate::config::Config;
-use crate::proxy::edge::Edge;
+use crate::proxy::edge::{Edge, EdgeListener};
 use crate::proxy::RempartProxy;
 use crate::runtime::Runtime;
 use crate::shield::connections::AcceptFilter;
-use crate::telemetry::in_flight;
+use crate::telemetry::busy;
 
 /// Why Rempart could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,15 @@ pub enum StartError {
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
+
+/// Client connection buffers: no read buffer below pingora's own (an idle keep-alive
+/// connection then holds no request-sized buffer; pingora's default is 64 KiB per connection),
+/// and pingora's 1460-byte write buffer, which joins a response's head and small body in one
+/// write.
+const CLIENT_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: Some(1460),
+};
 
 /// How the process was asked to run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -95,16 +107,24 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
     server.bootstrap();
     let conf = server.configuration.clone();
 
+    let server_settings = runtime.load().config.server.clone();
     let mut proxy = HttpProxy::new(RempartProxy::new(runtime.clone()), conf.clone());
-    proxy.server_options = Some(HttpServerOptions::default());
+    let mut options = HttpServerOptions::default();
+    // HTTP/2 connections with no stream open close after the keep-alive timeout, as HTTP/1
+    // ones do between requests.
+    options.h2_idle_timeout = Some(server_settings.keepalive_timeout);
+    proxy.server_options = Some(options);
+    let mut h2_options = default_h2_options();
+    h2_options
+        .max_header_list_size(u32::try_from(server_settings.max_header_bytes).unwrap_or(u32::MAX));
+    proxy.h2_options = Some(h2_options);
     proxy.handle_init_modules();
-    let edge = Edge::new(proxy, runtime.clone());
-    let mut service = Service::new("rempart proxy".to_string(), edge);
-    // shield.deny and the connection caps, before TLS.
-    service.set_connection_filter(Arc::new(AcceptFilter::new(runtime.clone())));
+
+    // Every listener is plain TCP for pingora: TLS handshakes are the edge's, so that they are
+    // timed and counted from accept.
+    let mut edge_listeners = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.iter().enumerate() {
-        let address = listener.address.to_string();
-        match (
+        let tls = match (
             &listener.tls,
             runtime.resolvers.get(index).cloned().flatten(),
         ) {
@@ -120,10 +140,23 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
                 } else {
                     settings.set_alpn(ALPN::H1);
                 }
-                service.add_tls_with_settings(&address, None, settings);
+                Some(Arc::new(settings.build()))
             }
-            _ => service.add_tcp(&address),
-        }
+            _ => None,
+        };
+        edge_listeners.push(EdgeListener {
+            address: listener.address,
+            tls,
+        });
+    }
+    let edge = Edge::new(proxy, runtime.clone(), edge_listeners);
+    let mut service = Service::new("rempart proxy".to_string(), edge);
+    // shield.deny and the connection caps, before anything else.
+    service.set_connection_filter(Arc::new(AcceptFilter::new(runtime.clone())));
+    for listener in &listeners {
+        service.add_listener(
+            ListenerConfig::tcp(listener.address.to_string()).l4_buffer(CLIENT_BUFFERS),
+        );
     }
     server.add_service(service);
     server.add_service(background_service(
@@ -305,8 +338,16 @@ impl BackgroundService for Lifecycle {
         }
         self.runtime.draining.store(true, Ordering::Release);
         tracing::info!("draining: waiting for requests in flight");
+        // Requests in flight and request heads being read must both be done, twice in a row
+        // (a head hands over to its request between the two counts).
+        let mut idle_checks = 0;
         loop {
-            if in_flight(&self.runtime.metrics) <= 0 {
+            if busy(&self.runtime.metrics) <= 0 {
+                idle_checks += 1;
+            } else {
+                idle_checks = 0;
+            }
+            if idle_checks >= 2 {
                 // Give the log writer a moment to flush the last lines.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 tracing::info!("drained, exiting");

@@ -45,6 +45,10 @@ pub struct Metrics {
     pub bans_active: IntGauge,
     /// Shield: connections refused at accept, by reason.
     pub connections_refused_total: IntCounterVec,
+    /// Client connections Rempart closed itself, by reason (deadlines, floods, TLS handshakes).
+    pub connections_closed_total: IntCounterVec,
+    /// HTTP/1 request heads being read now (the drain lets them finish).
+    pub heads_in_progress: AtomicI64,
     /// Requests between their first byte and their log line; the graceful drain waits on it.
     pub requests_in_flight: AtomicI64,
     /// Requests answered, all routes together, and those answered 5xx (for the dashboard's
@@ -187,6 +191,14 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let connections_closed_total = IntCounterVec::new(
+            Opts::new(
+                "rempart_connections_closed_total",
+                "Client connections closed by Rempart, by reason (header_timeout, keepalive_timeout, tls_handshake_timeout, h2_control_flood, ...)",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(connections_closed_total.clone()))?;
         registry.register(Box::new(rate_limited_total.clone()))?;
         registry.register(Box::new(limit_keys.clone()))?;
         registry.register(Box::new(bans_active.clone()))?;
@@ -224,6 +236,8 @@ impl Metrics {
             limit_keys,
             bans_active,
             connections_refused_total,
+            connections_closed_total,
+            heads_in_progress: AtomicI64::new(0),
             requests_in_flight: AtomicI64::new(0),
             requests_answered: AtomicU64::new(0),
             responses_5xx: AtomicU64::new(0),
@@ -434,6 +448,12 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// Current value of the in-flight request counter.
 pub fn in_flight(metrics: &Metrics) -> i64 {
     metrics.requests_in_flight.load(Ordering::Acquire)
+}
+
+/// Requests in flight plus request heads being read: what a drain waits for.
+pub fn busy(metrics: &Metrics) -> i64 {
+    metrics.requests_in_flight.load(Ordering::Acquire)
+        + metrics.heads_in_progress.load(Ordering::Acquire)
 }
 
 #[cfg(test)]

@@ -42,8 +42,17 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     /// 1..=128, default 64.
     pub ipv6_prefix: u8,
-    /// Default: 10s.
+    /// The whole request head (HTTP/1 head; HTTP/2 preface, SETTINGS and each header block)
+    /// within this. Default: 10s.
     pub header_timeout: Duration,
+    /// Idle time allowed between two requests of a connection (HTTP/1 keep-alive, HTTP/2 with
+    /// no stream open). Default: 60s.
+    pub keepalive_timeout: Duration,
+    /// A TLS handshake must be over within this from accept. Default: 10s.
+    pub tls_handshake_timeout: Duration,
+    /// An upgraded connection (WebSocket) quiet in both directions this long is closed.
+    /// Default: 10m.
+    pub upgrade_idle_timeout: Duration,
     /// Bytes per second. Default: 1 KiB/s.
     pub body_min_rate: u64,
     /// Default: 32 KiB.

@@ -1,34 +1,68 @@
 //! The edge of the proxy: one client connection from accept to close, around pingora's HTTP
-//! handling: the connection is counted against the caps while open, and each HTTP/1 request
-//! head must arrive within `server.header_timeout`.
+//! handling. The connection is counted against the caps from accept, its TLS handshake is
+//! Rempart's own (timed by `server.tls_handshake_timeout`, failures counted, not logged), and
+//! the connection guard watches it from then on; HTTP/1 requests are handed to pingora only
+//! once their head is complete.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::{Stream, ALPN};
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
 use crate::forwarded::canonical;
 use crate::proxy::RempartProxy;
 use crate::runtime::Runtime;
-use crate::shield::deadline::HeadDeadline;
+use crate::shield::guard::{self, Guard};
 use crate::telemetry::Metrics;
+
+/// A listening address and, for a TLS listener, its acceptor.
+pub struct EdgeListener {
+    pub address: SocketAddr,
+    pub tls: Option<Arc<Acceptor>>,
+}
 
 /// Serves every request of a connection with the proxy, counting the connection while open.
 pub struct Edge {
     proxy: Arc<HttpProxy<RempartProxy>>,
     runtime: Arc<Runtime>,
+    listeners: Vec<EdgeListener>,
 }
 
 impl Edge {
-    pub fn new(proxy: HttpProxy<RempartProxy>, runtime: Arc<Runtime>) -> Self {
+    pub fn new(
+        proxy: HttpProxy<RempartProxy>,
+        runtime: Arc<Runtime>,
+        listeners: Vec<EdgeListener>,
+    ) -> Self {
         Edge {
             proxy: Arc::new(proxy),
             runtime,
+            listeners,
         }
+    }
+
+    /// The TLS acceptor of the listener a connection came in on (None: plain HTTP).
+    fn acceptor(&self, stream: &Stream) -> Option<Arc<Acceptor>> {
+        if self.listeners.iter().all(|l| l.tls.is_none()) {
+            return None;
+        }
+        let local = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())?;
+        let exact = self.listeners.iter().find(|l| l.address == local);
+        let listener = exact.or_else(|| {
+            self.listeners
+                .iter()
+                .find(|l| l.address.port() == local.port() && l.address.ip().is_unspecified())
+        })?;
+        listener.tls.clone()
     }
 }
 
@@ -51,8 +85,8 @@ impl ServerApp for Edge {
         let snapshot = self.runtime.load();
         let shield = &snapshot.shield;
 
-        // The caps, exactly: the accept filter refused what it could before TLS; connections
-        // that were in their TLS handshake meanwhile are counted here.
+        // The caps, from accept: the accept filter refused what it could before this task
+        // existed; every connection is counted here before any TLS work.
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -71,53 +105,89 @@ impl ServerApp for Edge {
         };
         metrics.connections_active.inc();
         let _open = ConnectionGuard(metrics);
-
-        let header_timeouts = shield.header_timeout_counter();
-        let (stream, watch) = HeadDeadline::wrap(
-            stream,
-            shield.header_timeout,
-            Box::new(move || {
-                header_timeouts.inc();
-                tracing::debug!("request head not complete within header_timeout: closing");
-            }),
-        );
+        let settings = shield.guard;
+        let handshake_timeout = shield.tls_handshake_timeout;
         drop(snapshot);
 
-        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // HTTP/2: pingora's own connection handling (no HTTP/1 heads to watch).
-            let mut next = Some(stream);
+        let stream: Stream = match self.acceptor(&stream) {
+            None => stream,
+            Some(acceptor) => {
+                // pingora hands TCP connections over as its L4 stream, which TLS wraps.
+                let Ok(tcp) = stream.into_any().downcast::<L4Stream>() else {
+                    tracing::error!("a TLS listener's connection is not a TCP stream");
+                    return None;
+                };
+                match tokio::time::timeout(handshake_timeout, acceptor.tls_handshake(*tcp)).await {
+                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        count_closed(metrics, "tls_handshake_error");
+                        return None;
+                    }
+                    Err(_) => {
+                        count_closed(metrics, "tls_handshake_timeout");
+                        return None;
+                    }
+                }
+            }
+        };
+
+        let report: Arc<dyn guard::GuardReport> = metrics.clone();
+        let (guard, control) = Guard::new(stream, settings, report);
+        if guard.is_h2() {
+            // HTTP/2: pingora's connection handling, the guard watching its frames.
+            let _ = control;
+            let mut next: Option<Stream> = Some(Box::new(guard));
             while let Some(stream) = next {
                 next = self.proxy.process_new(stream, shutdown).await;
             }
             return None;
         }
 
-        // HTTP/1, as pingora's connection loop does it, re-arming the head deadline for each
-        // request on a kept-alive connection.
-        let mut session = ServerSession::new_http1(stream);
-        if *shutdown.borrow() {
-            session.set_keepalive(None);
-        } else {
-            session.set_keepalive(Some(60));
-        }
-        session.set_keepalive_reuses_remaining(
-            self.proxy
-                .server_options()
-                .and_then(|o| o.keepalive_request_limit),
-        );
-        let mut result = self.proxy.process_new_http(session, shutdown).await;
-        while let Some((stream, settings)) = result.map(|r| r.consume()) {
-            watch.rearm();
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
+        // HTTP/1, as pingora's connection loop does it, except that Rempart waits for each
+        // request's head itself (a small wait, not pingora's whole request state).
+        let mut guard = Box::new(guard);
+        let mut persisted: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            if !guard.wait_request(first, shutdown).await {
+                return None;
             }
-            result = self.proxy.process_new_http(session, shutdown).await;
+            let mut session = ServerSession::new_http1(guard);
+            match persisted.take() {
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => session.set_keepalive_reuses_remaining(
+                    self.proxy
+                        .server_options()
+                        .and_then(|o| o.keepalive_request_limit),
+                ),
+            }
+            if *shutdown.borrow() || self.runtime.is_draining() {
+                session.set_keepalive(None);
+            } else {
+                session.set_keepalive(Some(settings.keepalive_timeout.as_secs().max(1)));
+            }
+            let served = guard::with_connection(
+                control.clone(),
+                self.proxy.process_new_http(session, shutdown),
+            )
+            .await;
+            let (stream, next) = served?.consume();
+            persisted = next;
+            guard = guard::from_stream(stream)?;
+            first = false;
         }
-        None
     }
 
-    async fn cleanup(&self) {
-        self.proxy.http_cleanup().await;
-    }
+    /// pingora's clean-up would abort the reading of request heads at shutdown; Rempart lets
+    /// heads under way finish (their answer closes the connection) and closes idle connections
+    /// itself.
+    async fn cleanup(&self) {}
+}
+
+fn count_closed(metrics: &Metrics, reason: &str) {
+    metrics
+        .connections_closed_total
+        .with_label_values(&[reason])
+        .inc();
 }

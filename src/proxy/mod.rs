@@ -91,6 +91,8 @@ pub struct RequestCtx {
     /// The login queue's view of this request (admission permit, ticket, pass).
     queue: crate::queue::RequestState,
     queue_ms: Option<f64>,
+    /// The connection was upgraded (101): its bytes are no request body any more.
+    upgraded: bool,
 }
 
 impl RequestCtx {
@@ -290,6 +292,7 @@ impl ProxyHttp for RempartProxy {
             shield: Default::default(),
             queue: Default::default(),
             queue_ms: None,
+            upgraded: false,
         }
     }
 
@@ -412,6 +415,10 @@ impl ProxyHttp for RempartProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.upgraded {
+            // WebSocket frames: the upgrade idle timeout applies, not the body rules.
+            return Ok(());
+        }
         if let Some(snapshot) = ctx.snapshot.as_ref() {
             snapshot.shield.check_body(
                 session.body_bytes_read() as u64,
@@ -460,6 +467,13 @@ impl ProxyHttp for RempartProxy {
             }
         };
         let mut peer = Box::new(pick.server.peer.clone());
+        if session.is_upgrade_req() {
+            // An upgraded connection (WebSocket) may stay quiet: the guard closes it after
+            // `upgrade_idle_timeout` without traffic either way, not the response timeout.
+            if let Some(snapshot) = ctx.snapshot.as_ref() {
+                peer.options.read_timeout = Some(snapshot.config.server.upgrade_idle_timeout);
+            }
+        }
         // A request that can be sent again waits at most `per_try` for each read from this
         // server, then goes to another: a server that went dark does not hold it until the
         // response timeout.
@@ -563,10 +577,21 @@ impl ProxyHttp for RempartProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && session.is_upgrade_req()
+        {
+            // From now on the connection carries the upgraded protocol: the guard times its
+            // idleness (`upgrade_idle_timeout`), pingora's per-read timeout does not apply.
+            ctx.upgraded = true;
+            session.set_read_timeout(None);
+            if let Some(control) = crate::shield::guard::current() {
+                control.upgraded();
+            }
+        }
         ctx.queue.response(upstream_response);
         Ok(())
     }

@@ -6,13 +6,14 @@
 //! - [`ShieldState`]: what outlives generations (buckets by limit identity, bans, open
 //!   connections), owned by the `Runtime`; a reload keeps unchanged limits' buckets and the bans.
 //! - `keys`: the key of a request for a limit; `limits`: buckets with a key cap and an overflow
-//!   bucket; `bans`: the penalty box; `connections`: caps and the accept filter; `deadline`:
-//!   the request-head deadline; `body`: reading form fields and policing request bodies.
+//!   bucket; `bans`: the penalty box; `connections`: caps and the accept filter; `guard`:
+//!   deadlines and budgets of one client connection (request heads, keep-alive, upgrades,
+//!   HTTP/2 floods); `body`: reading form fields and policing request bodies.
 
 pub mod bans;
 pub mod body;
 pub mod connections;
-pub mod deadline;
+pub mod guard;
 pub mod keys;
 pub mod limits;
 
@@ -97,6 +98,9 @@ pub struct Shield {
     pub state: Arc<ShieldState>,
     ipv6_prefix: u8,
     pub header_timeout: Duration,
+    /// The connection guard's limits.
+    pub guard: guard::GuardSettings,
+    pub tls_handshake_timeout: Duration,
     body_min_rate: u64,
     max_body_bytes: u64,
     max_connections: usize,
@@ -109,7 +113,6 @@ struct ShieldMetrics {
     refused_denied: IntCounter,
     refused_too_many: IntCounter,
     refused_too_many_from_address: IntCounter,
-    header_timeout: IntCounter,
 }
 
 impl Shield {
@@ -162,6 +165,13 @@ impl Shield {
             state: state.clone(),
             ipv6_prefix: server.ipv6_prefix,
             header_timeout: server.header_timeout,
+            guard: guard::GuardSettings {
+                header_timeout: server.header_timeout,
+                keepalive_timeout: server.keepalive_timeout,
+                upgrade_idle_timeout: server.upgrade_idle_timeout,
+                max_header_bytes: server.max_header_bytes,
+            },
+            tls_handshake_timeout: server.tls_handshake_timeout,
             body_min_rate: server.body_min_rate,
             max_body_bytes: server.max_body_bytes,
             max_connections: server.max_connections,
@@ -170,9 +180,6 @@ impl Shield {
                 refused_denied: refused("denied"),
                 refused_too_many: refused("max_connections"),
                 refused_too_many_from_address: refused("max_connections_per_ip"),
-                header_timeout: metrics
-                    .responses_generated_total
-                    .with_label_values(&[Reason::HeaderTimeout.as_str()]),
             },
         }
     }
@@ -213,11 +220,6 @@ impl Shield {
             Refusal::TooMany => self.metrics.refused_too_many.inc(),
             Refusal::TooManyFromAddress => self.metrics.refused_too_many_from_address.inc(),
         }
-    }
-
-    /// The counter of 408 answers for slow request heads.
-    pub fn header_timeout_counter(&self) -> IntCounter {
-        self.metrics.header_timeout.clone()
     }
 
     /// Ban check, then the route's limits, in the route's order. `Some(answer)`: refused.
@@ -426,6 +428,29 @@ pub struct RequestState {
     pub limit: Option<Arc<str>>,
     /// The first dry_run limit that would have refused it.
     pub dry_run: Option<Arc<str>>,
+}
+
+/// The guard reports to the process's metrics.
+impl guard::GuardReport for Metrics {
+    fn closed(&self, reason: guard::CloseReason) {
+        self.connections_closed_total
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    fn answered(&self, reason: guard::CloseReason) {
+        let reason = match reason {
+            guard::CloseReason::HeadersTooLarge => Reason::HeadersTooLarge,
+            _ => Reason::HeaderTimeout,
+        };
+        self.responses_generated_total
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    fn heads_in_progress(&self) -> &std::sync::atomic::AtomicI64 {
+        &self.heads_in_progress
+    }
 }
 
 /// How often idle keys are swept and ended bans dropped.

@@ -214,6 +214,24 @@ fn server(ctx: &mut Ctx, r: RawServer) -> Server {
             Duration::from_secs(10),
             positive_duration,
         ),
+        keepalive_timeout: ctx.or(
+            &p("keepalive_timeout"),
+            &r.keepalive_timeout,
+            Duration::from_secs(60),
+            positive_duration,
+        ),
+        tls_handshake_timeout: ctx.or(
+            &p("tls_handshake_timeout"),
+            &r.tls_handshake_timeout,
+            Duration::from_secs(10),
+            positive_duration,
+        ),
+        upgrade_idle_timeout: ctx.or(
+            &p("upgrade_idle_timeout"),
+            &r.upgrade_idle_timeout,
+            Duration::from_secs(600),
+            positive_duration,
+        ),
         body_min_rate: ctx.or(&p("body_min_rate"), &r.body_min_rate, 1024, |s| {
             let n = parse_byte_rate(s)?;
             if n == 0 {

@@ -1,0 +1,852 @@
+//! The connection guard: what one client connection may hold and for how long, whatever its
+//! protocol. It wraps the client stream (inside TLS, so it sees HTTP bytes) and enforces:
+//!
+//! - HTTP/1: the whole request head within `header_timeout` (from the first byte of the request,
+//!   or from accept for the first one) and within `max_header_bytes`, leading empty lines
+//!   counted; a head is handed to pingora only once complete, so a slow or oversized head never
+//!   reaches the parser, which would buffer up to 1 MiB of it; the idle time between keep-alive
+//!   requests (`keepalive_timeout`); the idle time of an upgraded connection
+//!   (`upgrade_idle_timeout`).
+//! - HTTP/2: the preface, SETTINGS and first HEADERS within `header_timeout` of the handshake,
+//!   every later header block within `header_timeout` of its first byte, and floods of frames
+//!   that carry no request (`h2`); an offending connection gets a GOAWAY, written between two of
+//!   the server's frames, and is closed.
+//!
+//! The guard shares a [`Control`] with whoever owns the connection: the edge (keep-alive), the
+//! pipeline (upgrade, deny) and the drain (heads in progress).
+
+pub mod h1;
+pub mod h2;
+
+use std::future::Future;
+use std::io::{Error, ErrorKind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use atomic_waker::AtomicWaker;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType, ALPN,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use h1::{HeadScanner, Scan};
+use h2::{Abuse, FrameReader, FrameWriter};
+
+/// The limits a guard enforces, from `server:`.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardSettings {
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub upgrade_idle_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// Why Rempart closed a client connection (`rempart_connections_closed_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    /// An HTTP/1 head not complete within `header_timeout` (408 when some of it arrived).
+    HeaderTimeout = 1,
+    /// An HTTP/1 head over `max_header_bytes` (431).
+    HeadersTooLarge,
+    /// No new request within `keepalive_timeout`.
+    KeepaliveTimeout,
+    /// An upgraded connection quiet for `upgrade_idle_timeout`.
+    UpgradeIdle,
+    /// HTTP/2: preface, SETTINGS and HEADERS, or a header block, not within `header_timeout`.
+    H2HeaderTimeout,
+    H2ControlFlood,
+    H2HeaderBlockTooLarge,
+    H2BadPreface,
+    /// The client's address is denied (a reload added it to `shield.deny`).
+    Denied,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 9] = [
+        CloseReason::HeaderTimeout,
+        CloseReason::HeadersTooLarge,
+        CloseReason::KeepaliveTimeout,
+        CloseReason::UpgradeIdle,
+        CloseReason::H2HeaderTimeout,
+        CloseReason::H2ControlFlood,
+        CloseReason::H2HeaderBlockTooLarge,
+        CloseReason::H2BadPreface,
+        CloseReason::Denied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::HeadersTooLarge => "headers_too_large",
+            CloseReason::KeepaliveTimeout => "keepalive_timeout",
+            CloseReason::UpgradeIdle => "upgrade_idle_timeout",
+            CloseReason::H2HeaderTimeout => "h2_header_timeout",
+            CloseReason::H2ControlFlood => Abuse::ControlFlood.as_str(),
+            CloseReason::H2HeaderBlockTooLarge => Abuse::HeaderBlockTooLarge.as_str(),
+            CloseReason::H2BadPreface => Abuse::BadPreface.as_str(),
+            CloseReason::Denied => "denied",
+        }
+    }
+
+    fn from_u8(code: u8) -> Option<CloseReason> {
+        CloseReason::ALL.into_iter().find(|r| *r as u8 == code)
+    }
+
+    fn of(abuse: Abuse) -> CloseReason {
+        match abuse {
+            Abuse::ControlFlood => CloseReason::H2ControlFlood,
+            Abuse::HeaderBlockTooLarge => CloseReason::H2HeaderBlockTooLarge,
+            Abuse::BadPreface => CloseReason::H2BadPreface,
+        }
+    }
+}
+
+/// Where the guard's counts go: closes by reason, and heads being read now (the drain waits
+/// for them).
+pub trait GuardReport: Send + Sync {
+    fn closed(&self, reason: CloseReason);
+    /// An HTTP/1 answer the guard wrote itself (408, 431).
+    fn answered(&self, reason: CloseReason);
+    fn heads_in_progress(&self) -> &AtomicI64;
+}
+
+// Phases of an HTTP/1 connection, shared with its owners.
+const HEAD: u8 = 0;
+const BODY: u8 = 1;
+const UPGRADED: u8 = 2;
+
+/// The guard's handle for the connection's owners.
+pub struct Control {
+    phase: AtomicU8,
+    /// A close requested from outside (0: none), as a `CloseReason`.
+    kill: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Control {
+    fn new() -> Self {
+        Control {
+            phase: AtomicU8::new(HEAD),
+            kill: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    /// The connection was upgraded (101): the body rules no longer apply, the upgrade idle
+    /// timeout does.
+    pub fn upgraded(&self) {
+        self.phase.store(UPGRADED, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Close the connection (HTTP/2: after a GOAWAY) as soon as the guard can.
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self
+            .kill
+            .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
+        self.waker.wake();
+    }
+}
+
+tokio::task_local! {
+    /// The guard control of the HTTP/1 connection whose request this task serves.
+    static CONNECTION: Arc<Control>;
+}
+
+/// Run `f` with `control` as the current connection's control.
+pub async fn with_connection<F: Future>(control: Arc<Control>, f: F) -> F::Output {
+    CONNECTION.scope(control, f).await
+}
+
+/// The control of the HTTP/1 connection of the current request, if any.
+pub fn current() -> Option<Arc<Control>> {
+    CONNECTION.try_with(|c| c.clone()).ok()
+}
+
+/// What the guard writes when it ends a connection, and how far it got.
+struct Closing {
+    reason: CloseReason,
+    /// Bytes to write first (a 408, a 431, a GOAWAY), possibly none.
+    out: Vec<u8>,
+    written: usize,
+    /// HTTP/2: give up on a GOAWAY after this (the server is in the middle of a frame).
+    give_up: Instant,
+    done: bool,
+}
+
+enum Protocol {
+    H1 {
+        scanner: HeadScanner,
+        /// Head bytes read but not yet given to pingora (a head is given whole), then what
+        /// follows them in the same reads.
+        stash: Vec<u8>,
+        /// The stash holds a complete head.
+        complete: bool,
+        /// Some of the head was given to pingora (it parsed from there).
+        delivered: bool,
+    },
+    H2 {
+        reader: FrameReader,
+        writer: FrameWriter,
+        /// The deadline was armed for the head under way.
+        timing: bool,
+    },
+}
+
+/// A client connection under the guard.
+pub struct Guard {
+    inner: Stream,
+    protocol: Protocol,
+    settings: GuardSettings,
+    control: Arc<Control>,
+    report: Arc<dyn GuardReport>,
+    sleep: Pin<Box<Sleep>>,
+    /// When the running deadline expires; None: no deadline.
+    deadline: Option<Instant>,
+    /// Upgraded connections: the last byte in either direction.
+    last_activity: Instant,
+    /// Counted in `heads_in_progress`.
+    head_counted: bool,
+    /// A request head was handed to pingora on this connection.
+    served: bool,
+    closing: Option<Closing>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("inner", &self.inner)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+const ANSWER_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 99\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n408 header_timeout\nLa requ\xc3\xaate est arriv\xc3\xa9e trop lentement. / The request head arrived too slowly.\n";
+const ANSWER_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 80\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n431 headers_too_large\nEn-t\xc3\xaates trop volumineux. / Request headers too large.\n";
+
+/// Bytes read at once while a head is stashed.
+const READ_CHUNK: usize = 4096;
+
+fn aborted(reason: CloseReason) -> Error {
+    Error::new(ErrorKind::ConnectionAborted, reason.as_str())
+}
+
+impl Guard {
+    /// Guard a new connection (after its TLS handshake). The first head's deadline runs from
+    /// now.
+    pub fn new(
+        inner: Stream,
+        settings: GuardSettings,
+        report: Arc<dyn GuardReport>,
+    ) -> (Guard, Arc<Control>) {
+        let h2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
+        Self::with_protocol(inner, h2, settings, report)
+    }
+
+    fn with_protocol(
+        inner: Stream,
+        h2: bool,
+        settings: GuardSettings,
+        report: Arc<dyn GuardReport>,
+    ) -> (Guard, Arc<Control>) {
+        let now = Instant::now();
+        let deadline = now + settings.header_timeout;
+        let protocol = if h2 {
+            Protocol::H2 {
+                reader: FrameReader::new(settings.max_header_bytes),
+                writer: FrameWriter::default(),
+                timing: true,
+            }
+        } else {
+            Protocol::H1 {
+                scanner: HeadScanner::new(),
+                stash: Vec::new(),
+                complete: false,
+                delivered: false,
+            }
+        };
+        let control = Arc::new(Control::new());
+        let guard = Guard {
+            inner,
+            protocol,
+            settings,
+            control: control.clone(),
+            report,
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline: Some(deadline),
+            last_activity: now,
+            head_counted: false,
+            served: false,
+            closing: None,
+        };
+        (guard, control)
+    }
+
+    /// Whether this is an HTTP/2 connection.
+    pub fn is_h2(&self) -> bool {
+        matches!(self.protocol, Protocol::H2 { .. })
+    }
+
+    fn set_deadline(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            if self.deadline != Some(at) {
+                self.sleep.as_mut().reset(at);
+            }
+        }
+        self.deadline = at;
+    }
+
+    /// Whether the running deadline has passed (registers the timer when it has not).
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.is_some() && self.sleep.as_mut().poll(cx).is_ready()
+    }
+
+    fn count_head(&mut self, on: bool) {
+        if on != self.head_counted {
+            self.head_counted = on;
+            let delta = if on { 1 } else { -1 };
+            self.report
+                .heads_in_progress()
+                .fetch_add(delta, Ordering::AcqRel);
+        }
+    }
+
+    /// Start ending the connection for `reason`.
+    fn close(&mut self, reason: CloseReason) {
+        if self.closing.is_some() {
+            return;
+        }
+        self.count_head(false);
+        self.report.closed(reason);
+        let out = match (&self.protocol, reason) {
+            (
+                Protocol::H1 {
+                    scanner, delivered, ..
+                },
+                CloseReason::HeaderTimeout,
+            ) if scanner.bytes() > 0 && !*delivered => {
+                self.report.answered(reason);
+                ANSWER_408.to_vec()
+            }
+            (Protocol::H1 { delivered, .. }, CloseReason::HeadersTooLarge) if !*delivered => {
+                self.report.answered(reason);
+                ANSWER_431.to_vec()
+            }
+            (Protocol::H2 { reader, .. }, reason) => {
+                let code = match reason {
+                    CloseReason::H2HeaderTimeout | CloseReason::KeepaliveTimeout => h2::NO_ERROR,
+                    CloseReason::H2BadPreface => h2::PROTOCOL_ERROR,
+                    _ => h2::ENHANCE_YOUR_CALM,
+                };
+                h2::goaway(reader.last_stream, code).to_vec()
+            }
+            _ => Vec::new(),
+        };
+        tracing::debug!(reason = reason.as_str(), "closing a client connection");
+        self.deadline = None;
+        self.closing = Some(Closing {
+            reason,
+            out,
+            written: 0,
+            give_up: Instant::now() + h2::GOAWAY_GRACE,
+            done: false,
+        });
+    }
+
+    /// A close requested through the control.
+    fn take_kill(&mut self) {
+        let code = self.control.kill.load(Ordering::Acquire);
+        if code != 0 && self.closing.is_none() {
+            if let Some(reason) = CloseReason::from_u8(code) {
+                self.close(reason);
+            }
+        }
+    }
+
+    /// Write what the closing has to say; Ready once it is written (or cannot be).
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(closing) = self.closing.as_mut() else {
+            return Poll::Ready(());
+        };
+        if closing.done {
+            return Poll::Ready(());
+        }
+        if let Protocol::H2 { writer, .. } = &self.protocol {
+            if !writer.at_boundary() && closing.written == 0 {
+                // The server is in the middle of a frame: let it finish (poll_write lets
+                // through the rest of that frame only), for a while.
+                if Instant::now() >= closing.give_up {
+                    closing.done = true;
+                    return Poll::Ready(());
+                }
+                self.sleep.as_mut().reset(closing.give_up);
+                if self.sleep.as_mut().poll(cx).is_ready() {
+                    closing.done = true;
+                    return Poll::Ready(());
+                }
+                return Poll::Pending;
+            }
+        }
+        while closing.written < closing.out.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &closing.out[closing.written..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    closing.done = true;
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(n)) => closing.written += n,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => {
+                closing.done = true;
+                Poll::Ready(())
+            }
+        }
+    }
+
+    /// What reads answer once the connection is being closed: nothing more (an EOF) while
+    /// pingora has seen none of the current head, so that it closes without a word, else an
+    /// error.
+    fn closed_read(&self) -> Poll<std::io::Result<()>> {
+        let reason = self
+            .closing
+            .as_ref()
+            .map_or(CloseReason::HeaderTimeout, |c| c.reason);
+        match &self.protocol {
+            Protocol::H1 { delivered, .. } if !*delivered => Poll::Ready(Ok(())),
+            _ => Poll::Ready(Err(aborted(reason))),
+        }
+    }
+
+    /// HTTP/1 keep-alive and the first request: wait until a whole request head has arrived
+    /// (it is kept, and given to pingora on its first read), within `header_timeout` once its
+    /// first byte came and `keepalive_timeout` before. `first`: the connection's first request,
+    /// whose head deadline started at accept. False: the connection is to be closed (the
+    /// client left, a deadline passed, the head is too large, or the process drains and no
+    /// head is under way).
+    pub async fn wait_request(
+        &mut self,
+        first: bool,
+        draining: &tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
+        if !first {
+            self.control.phase.store(HEAD, Ordering::Release);
+            let mut leftover = Vec::new();
+            if let Protocol::H1 {
+                scanner,
+                stash,
+                complete,
+                delivered,
+            } = &mut self.protocol
+            {
+                *scanner = HeadScanner::new();
+                *complete = false;
+                *delivered = false;
+                // Bytes of the next request read with the previous one stay.
+                leftover = std::mem::take(stash);
+            }
+            self.set_deadline(Some(Instant::now() + self.settings.keepalive_timeout));
+            if !leftover.is_empty() && !self.stash_and_scan(&leftover) {
+                return false;
+            }
+        }
+        let mut draining = draining.clone();
+        loop {
+            let drain_now = *draining.borrow();
+            let outcome = std::future::poll_fn(|cx| self.poll_head(cx, drain_now));
+            tokio::select! {
+                ready = outcome => return ready,
+                changed = draining.changed(), if !drain_now => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Add bytes to the stashed head; false when the connection is to be closed.
+    fn stash_and_scan(&mut self, data: &[u8]) -> bool {
+        let Protocol::H1 {
+            scanner,
+            stash,
+            complete,
+            ..
+        } = &mut self.protocol
+        else {
+            return true;
+        };
+        let was_empty = scanner.bytes() == 0;
+        stash.extend_from_slice(data);
+        let ended = *complete || matches!(scanner.feed(data), Scan::Ends(_));
+        *complete = ended;
+        let bytes = scanner.bytes();
+        if was_empty && bytes > 0 {
+            self.count_head(true);
+            // After a keep-alive wait, the head has its own deadline from its first byte;
+            // the first head's deadline started at accept.
+            if self.served {
+                self.set_deadline(Some(Instant::now() + self.settings.header_timeout));
+            }
+        }
+        if bytes > self.settings.max_header_bytes {
+            self.close(CloseReason::HeadersTooLarge);
+            return false;
+        }
+        true
+    }
+
+    /// Poll until the stash holds a whole head.
+    fn poll_head(&mut self, cx: &mut Context<'_>, draining: bool) -> Poll<bool> {
+        loop {
+            if self.closing.is_some() {
+                return self.poll_closing(cx).map(|()| false);
+            }
+            self.take_kill();
+            if self.closing.is_some() {
+                continue;
+            }
+            let (complete, started) = match &self.protocol {
+                Protocol::H1 {
+                    complete, scanner, ..
+                } => (*complete, scanner.bytes() > 0),
+                Protocol::H2 { .. } => return Poll::Ready(true),
+            };
+            if complete {
+                return Poll::Ready(true);
+            }
+            if draining && !started {
+                return Poll::Ready(false);
+            }
+            self.control.waker.register(cx.waker());
+            if self.deadline_passed(cx) {
+                // A head under way gets a 408; a connection that sent nothing is closed without
+                // a word (as NGINX does), counted as a header timeout when it never sent a
+                // request, else as the end of a keep-alive wait.
+                let reason = if started || !self.served {
+                    CloseReason::HeaderTimeout
+                } else {
+                    CloseReason::KeepaliveTimeout
+                };
+                self.close(reason);
+                continue;
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => {
+                    self.count_head(false);
+                    return Poll::Ready(false);
+                }
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    // The client closed the connection.
+                    self.count_head(false);
+                    return Poll::Ready(false);
+                }
+                Poll::Ready(Ok(())) => {
+                    let data = buf.filled().to_vec();
+                    if !self.stash_and_scan(&data) {
+                        continue;
+                    }
+                }
+            }
+        }
+    }
+
+    /// HTTP/1 reads by pingora: the stashed head first, then the connection.
+    fn poll_read_h1(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let phase = self.control.phase.load(Ordering::Acquire);
+        if let Protocol::H1 {
+            stash,
+            complete,
+            delivered,
+            ..
+        } = &mut self.protocol
+        {
+            if !stash.is_empty() {
+                let n = stash.len().min(buf.remaining());
+                buf.put_slice(&stash[..n]);
+                stash.drain(..n);
+                *delivered = true;
+                if *complete {
+                    if stash.is_empty() {
+                        // Nothing kept between requests.
+                        *stash = Vec::new();
+                    }
+                    if phase == HEAD {
+                        self.control.phase.store(BODY, Ordering::Release);
+                        self.count_head(false);
+                        self.deadline = None;
+                        self.served = true;
+                    }
+                }
+                return Poll::Ready(Ok(()));
+            }
+        }
+        match phase {
+            HEAD => {
+                // pingora reads a head the edge did not wait for (it should not happen): wait
+                // for it here, whole, then hand it over.
+                match self.poll_head(cx, false) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(false) => self.closed_read(),
+                    Poll::Ready(true) => self.poll_read_h1(cx, buf),
+                }
+            }
+            UPGRADED => {
+                if self.deadline.is_none() {
+                    self.set_deadline(Some(Instant::now() + self.settings.upgrade_idle_timeout));
+                }
+                if self.upgrade_idle(cx) {
+                    self.close(CloseReason::UpgradeIdle);
+                    return self.closed_read();
+                }
+                let before = buf.filled().len();
+                let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+                if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+                    self.last_activity = Instant::now();
+                }
+                result
+            }
+            _ => Pin::new(&mut self.inner).poll_read(cx, buf),
+        }
+    }
+
+    /// Upgraded connections: whether they have been quiet for `upgrade_idle_timeout` (the
+    /// timer is moved on to the last activity when it was not).
+    fn upgrade_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if !self.deadline_passed(cx) {
+                return false;
+            }
+            let due = self.last_activity + self.settings.upgrade_idle_timeout;
+            if due <= Instant::now() {
+                return true;
+            }
+            self.set_deadline(Some(due));
+        }
+    }
+
+    /// HTTP/2 reads by h2: every frame header is looked at.
+    fn poll_read_h2(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.deadline_passed(cx) {
+            self.close(CloseReason::H2HeaderTimeout);
+            return Pin::new(self).poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            let now = Instant::now();
+            let Protocol::H2 { reader, timing, .. } = &mut self.protocol else {
+                return result;
+            };
+            if let Err(abuse) = reader.feed(&buf.filled()[before..], now) {
+                // h2 sees none of it: the connection ends here.
+                buf.set_filled(before);
+                self.close(CloseReason::of(abuse));
+                return Pin::new(self).poll_read(cx, buf);
+            }
+            let in_head = reader.in_head();
+            let was_timing = std::mem::replace(timing, in_head);
+            match (was_timing, in_head) {
+                (false, true) => {
+                    self.set_deadline(Some(now + self.settings.header_timeout));
+                }
+                (true, false) => self.deadline = None,
+                _ => {}
+            }
+        }
+        result
+    }
+}
+
+impl AsyncRead for Guard {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        this.control.waker.register(cx.waker());
+        this.take_kill();
+        if this.closing.is_some() {
+            return match this.poll_closing(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(()) => this.closed_read(),
+            };
+        }
+        if this.is_h2() {
+            this.poll_read_h2(cx, buf)
+        } else {
+            this.poll_read_h1(cx, buf)
+        }
+    }
+}
+
+impl AsyncWrite for Guard {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        this.take_kill();
+        if let Some(reason) = this.closing.as_ref().map(|c| c.reason) {
+            let at_boundary = match &this.protocol {
+                Protocol::H2 { writer, .. } => writer.at_boundary(),
+                Protocol::H1 { .. } => true,
+            };
+            if at_boundary || this.closing.as_ref().is_some_and(|c| c.done) {
+                return match this.poll_closing(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => Poll::Ready(Err(aborted(reason))),
+                };
+            }
+            // HTTP/2: finish the frame being written, nothing more.
+            let n = match &this.protocol {
+                Protocol::H2 { writer, .. } => writer.rest_of_frame(buf.len()),
+                Protocol::H1 { .. } => buf.len(),
+            };
+            return this.write_through(cx, &buf[..n]);
+        }
+        if this.control.phase.load(Ordering::Relaxed) == UPGRADED {
+            this.last_activity = Instant::now();
+        }
+        this.write_through(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        if this.closing.is_some() || this.control.kill.load(Ordering::Relaxed) != 0 {
+            // Frame by frame while closing.
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+            return Pin::new(this).poll_write(cx, first);
+        }
+        if this.control.phase.load(Ordering::Relaxed) == UPGRADED {
+            this.last_activity = Instant::now();
+        }
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let (Poll::Ready(Ok(mut n)), Protocol::H2 { writer, .. }) = (&result, &mut this.protocol)
+        {
+            for b in bufs {
+                if n == 0 {
+                    break;
+                }
+                let take = n.min(b.len());
+                writer.wrote(&b[..take]);
+                n -= take;
+            }
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl Guard {
+    fn write_through(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Protocol::H2 { writer, .. }) = (&result, &mut self.protocol) {
+            writer.wrote(&buf[..*n]);
+        }
+        result
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.count_head(false);
+    }
+}
+
+#[async_trait]
+impl Shutdown for Guard {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for Guard {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Guard {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Guard {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Guard {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for Guard {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for Guard {}
+
+/// Take a guard back from the stream pingora returns after a request.
+pub fn from_stream(stream: Stream) -> Option<Box<Guard>> {
+    stream.into_any().downcast::<Guard>().ok()
+}
+
+#[cfg(test)]
+mod tests;
