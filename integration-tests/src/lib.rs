@@ -13,6 +13,7 @@
 //! Every wait is bounded and polls with a deadline; nothing sleeps a fixed time to wait for a state.
 
 pub mod clients;
+pub mod h2raw;
 pub mod http1;
 pub mod netns;
 pub mod origin;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::http1;
 use crate::origin::OriginStats;
+pub use crate::origin::ReceivedRequest;
 
 /// How long `Origin::start` waits for `/healthz`.
 pub const ORIGIN_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -283,6 +284,36 @@ impl Origin {
         serde_json::from_slice(&a.body).unwrap_or_else(|e| {
             panic!(
                 "ent-origin {} stats are not JSON ({e}): {}",
+                self.name,
+                a.text()
+            )
+        })
+    }
+
+    /// `GET /__origin/requests`: the requests received (the last 20,000, `/healthz` excluded),
+    /// oldest first. Needs `--record-requests` (panics otherwise).
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.received("/__origin/requests")
+    }
+
+    /// Like [`Origin::requests`], only those of this method (any case), e.g. "POST".
+    pub fn requests_with_method(&self, method: &str) -> Vec<ReceivedRequest> {
+        self.received(&format!("/__origin/requests?method={method}"))
+    }
+
+    fn received(&self, path: &str) -> Vec<ReceivedRequest> {
+        let a = http1::request(self.addr, "GET", path, &[], b"", Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("ent-origin {} requests: {e}", self.name));
+        assert_eq!(
+            a.status,
+            200,
+            "ent-origin {} requests: {}",
+            self.name,
+            a.text()
+        );
+        serde_json::from_slice(&a.body).unwrap_or_else(|e| {
+            panic!(
+                "ent-origin {} requests are not JSON ({e}): {}",
                 self.name,
                 a.text()
             )
