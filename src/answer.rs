@@ -13,6 +13,8 @@ use pingora::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     Malformed,
+    /// A path that the origin could read as another one (`%2F`, `..;`, ...): strict mode.
+    PathRejected,
     Denied,
     Banned,
     NoRoute,
@@ -33,6 +35,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Malformed => "malformed_request",
+            Reason::PathRejected => "path_rejected",
             Reason::Denied => "denied",
             Reason::Banned => "banned",
             Reason::NoRoute => "no_route",
@@ -52,7 +55,7 @@ impl Reason {
 
     pub fn status(self) -> u16 {
         match self {
-            Reason::Malformed => 400,
+            Reason::Malformed | Reason::PathRejected => 400,
             Reason::Denied | Reason::Banned => 403,
             Reason::NoRoute => 404,
             Reason::HeaderTimeout | Reason::BodyTooSlow => 408,
@@ -71,6 +74,9 @@ impl Reason {
     fn message(self) -> &'static str {
         match self {
             Reason::Malformed => "Requête invalide. / Malformed request.",
+            Reason::PathRejected => {
+                "Chemin de requête ambigu, refusé. / Ambiguous request path, refused."
+            }
             Reason::Denied => "Accès refusé. / Access denied.",
             Reason::Banned => {
                 "Trop de requêtes : accès suspendu pour un moment. / Too many requests: access suspended for a while."

@@ -54,7 +54,13 @@ fn route_matches(route: &Route, host: &str, path: &str, method: &Method) -> bool
             return false;
         }
     }
-    if !path.starts_with(route.path_prefix.as_str()) {
+    let prefix = route.path_prefix.as_bytes();
+    let matched = if route.ignore_case {
+        path.len() >= prefix.len() && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix)
+    } else {
+        path.as_bytes().starts_with(prefix)
+    };
+    if !matched {
         return false;
     }
     match &route.methods {
@@ -219,6 +225,7 @@ mod tests {
             name: "r".into(),
             host: host.map(str::to_string),
             path_prefix: prefix.into(),
+            ignore_case: false,
             methods,
             upstream: 0,
             limits: vec![],
@@ -253,6 +260,16 @@ mod tests {
             "/static",
             &Method::POST
         ));
+    }
+
+    #[test]
+    fn case_insensitive_prefixes_on_request() {
+        let mut r = route(None, "/auth/login", None);
+        assert!(!route_matches(&r, "h", "/AUTH/Login", &Method::POST));
+        r.ignore_case = true;
+        assert!(route_matches(&r, "h", "/AUTH/Login", &Method::POST));
+        assert!(route_matches(&r, "h", "/auth/login", &Method::POST));
+        assert!(!route_matches(&r, "h", "/auth", &Method::POST));
     }
 
     #[test]

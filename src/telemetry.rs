@@ -319,13 +319,34 @@ pub struct AccessRecord<'a> {
 
 /// Lines waiting for the writer before new ones are dropped (and counted).
 const ACCESS_LOG_BACKLOG: usize = 65_536;
+/// Bytes of lines waiting for the writer before new ones are dropped (and counted).
+pub const ACCESS_LOG_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Fields of a line are cut to these lengths (in bytes; the cut ends in `...`), so that one
+/// line stays under about 2 KiB whatever a client sends.
+pub const LOGGED_PATH_BYTES: usize = 1024;
+pub const LOGGED_HOST_BYTES: usize = 255;
 
-/// The access log: request tasks hand finished lines to one writer thread through a bounded,
-/// lock-free channel, so a slow terminal or disk never stalls a request.
+/// `s` cut to at most `max` bytes (on a character boundary, ending in `...` when cut).
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = max.saturating_sub(3);
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}...", &s[..end]))
+}
+
+/// The access log: request tasks hand finished lines to one writer thread through a lock-free
+/// channel bounded in lines and in bytes, so a slow terminal or disk never stalls a request
+/// and never grows memory.
 pub struct AccessLog {
     target: AccessLogTarget,
     sender: Option<SyncSender<String>>,
     receiver: Mutex<Option<Receiver<String>>>,
+    /// Bytes queued for the writer now.
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl AccessLog {
@@ -335,6 +356,7 @@ impl AccessLog {
                 target,
                 sender: None,
                 receiver: Mutex::new(None),
+                queued: Default::default(),
             };
         }
         let (sender, receiver) = sync_channel(ACCESS_LOG_BACKLOG);
@@ -342,6 +364,7 @@ impl AccessLog {
             target,
             sender: Some(sender),
             receiver: Mutex::new(Some(receiver)),
+            queued: Default::default(),
         }
     }
 
@@ -359,9 +382,17 @@ impl AccessLog {
             Err(_) => return false,
         };
         line.push('\n');
+        let len = line.len();
+        if self.queued.fetch_add(len, Ordering::AcqRel) + len > ACCESS_LOG_BUFFER_BYTES {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
         match sender.try_send(line) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(len, Ordering::AcqRel);
+                false
+            }
         }
     }
 
@@ -384,6 +415,7 @@ impl AccessLog {
                     .open(path)?,
             ),
         };
+        let queued = self.queued.clone();
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
@@ -397,6 +429,7 @@ impl AccessLog {
                             Err(_) => break,
                         }
                     }
+                    queued.fetch_sub(buf.len(), Ordering::AcqRel);
                     if out.write_all(&buf).and_then(|_| out.flush()).is_err() {
                         // Nowhere to report to but stderr; keep serving.
                         eprintln!("rempart: cannot write the access log");
@@ -491,5 +524,47 @@ mod tests {
         );
         let text = String::from_utf8(metrics.render().expect("render")).expect("utf8");
         assert!(text.contains("rempart_requests_total{route=\"login\",status=\"404\"} 1"));
+    }
+
+    #[test]
+    fn long_fields_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip("/short", 10), "/short");
+        let long = "/é".repeat(1000);
+        let clipped = clip(&long, LOGGED_PATH_BYTES);
+        assert!(clipped.len() <= LOGGED_PATH_BYTES);
+        assert!(clipped.ends_with("..."));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes() {
+        let log = AccessLog::new(AccessLogTarget::Stdout);
+        let path = "p".repeat(LOGGED_PATH_BYTES);
+        let record = AccessRecord {
+            ts: "t",
+            client_ip: "",
+            method: "GET",
+            host: "",
+            path: &path,
+            status: 200,
+            route: "",
+            upstream: "",
+            datacenter: "",
+            server: "",
+            duration_ms: 0.0,
+            upstream_ms: None,
+            queue_ms: None,
+            retries: 0,
+            reason: None,
+            limit: None,
+            request_id: "",
+        };
+        // No writer runs: the queue fills up to its byte budget, not to its line count.
+        let written = (0..ACCESS_LOG_BACKLOG)
+            .take_while(|_| log.write(&record))
+            .count();
+        assert!(written < ACCESS_LOG_BACKLOG);
+        let queued = log.queued.load(Ordering::Relaxed);
+        assert!(queued <= ACCESS_LOG_BUFFER_BYTES, "{queued}");
+        assert!(queued > ACCESS_LOG_BUFFER_BYTES - 2 * 1024, "{queued}");
     }
 }

@@ -21,9 +21,47 @@ pub fn routes() -> Router<Arc<Runtime>> {
         .route("/bans/{ip}", delete(lift_ban))
 }
 
-async fn list_bans(State(runtime): State<Arc<Runtime>>) -> Json<Value> {
+/// `GET /bans?offset=N&limit=M`: bans in force, most recent first, a page at a time (limit
+/// 100 by default, 1000 at most).
+#[derive(Debug, serde::Deserialize)]
+struct Page {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+async fn list_bans(
+    State(runtime): State<Arc<Runtime>>,
+    axum::extract::Query(page): axum::extract::Query<Page>,
+) -> Json<Value> {
     let snapshot = runtime.load();
-    Json(bans_status(&runtime, &snapshot))
+    let offset = page.offset.unwrap_or(0);
+    let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let bans = &snapshot.shield.state.bans;
+    Json(json!({
+        "total": bans.active(),
+        "offset": offset,
+        "limit": limit,
+        "bans": ban_entries(bans.list(offset, limit)),
+    }))
+}
+
+/// The largest page of `GET /bans`.
+const MAX_PAGE: usize = 1000;
+/// Bans shown in `/status` (the full list is on `/bans`).
+const RECENT_BANS: usize = 20;
+
+fn ban_entries(list: Vec<(String, u64, std::time::SystemTime)>) -> Vec<Value> {
+    list.into_iter()
+        .map(|(client, left, since)| {
+            let until = std::time::SystemTime::now() + std::time::Duration::from_secs(left);
+            json!({
+                "ip": client,
+                "since": rfc3339(since),
+                "until": rfc3339(until),
+                "seconds_left": left,
+            })
+        })
+        .collect()
 }
 
 /// `DELETE /bans/{ip}`: an address (IPv6: any address of the banned prefix), or the prefix as
@@ -90,24 +128,13 @@ pub fn limits_status(_runtime: &Runtime, snapshot: &Snapshot) -> Value {
     )
 }
 
-/// The `bans` section of `/status`.
+/// The `bans` section of `/status`: how many, how many were dropped to make room, and the most
+/// recent ones (the whole list is paged on `/bans`).
 pub fn bans_status(_runtime: &Runtime, snapshot: &Snapshot) -> Value {
-    Value::Array(
-        snapshot
-            .shield
-            .state
-            .bans
-            .list()
-            .into_iter()
-            .map(|(client, left, since)| {
-                let until = std::time::SystemTime::now() + std::time::Duration::from_secs(left);
-                json!({
-                    "ip": client,
-                    "since": rfc3339(since),
-                    "until": rfc3339(until),
-                    "seconds_left": left,
-                })
-            })
-            .collect(),
-    )
+    let bans = &snapshot.shield.state.bans;
+    json!({
+        "count": bans.active(),
+        "evicted": bans.evicted(),
+        "recent": ban_entries(bans.list(0, RECENT_BANS)),
+    })
 }

@@ -67,6 +67,8 @@ pub struct Server {
     pub access_log: AccessLogTarget,
     /// Reload when the file changes. Default: false.
     pub watch_config: bool,
+    /// How request paths are normalised before routes match them. Default: strict.
+    pub path_normalization: crate::path::PathMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +208,9 @@ pub struct Route {
     pub host: Option<String>,
     /// Starts with '/'. Default: "/".
     pub path_prefix: String,
+    /// Match the prefix without regard to ASCII case (backends that serve `/Auth/Login` as
+    /// `/auth/login`). Default: false.
+    pub ignore_case: bool,
     /// None: any method.
     pub methods: Option<Vec<http::Method>>,
     /// Index into `Config::upstreams`.
@@ -268,6 +273,8 @@ pub struct Ban {
     pub within: Duration,
     /// How long the ban lasts (`for` in the file). Default: 10m.
     pub duration: Duration,
+    /// Bans kept at most; beyond, the oldest is dropped. Default: 100000.
+    pub max_entries: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -118,6 +118,7 @@ pub struct RawServer {
     pub max_connections_per_ip: Value,
     pub access_log: Value,
     pub watch_config: Value,
+    pub path_normalization: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,6 +218,7 @@ pub struct RawRoute {
 pub struct RawMatch {
     pub host: Value,
     pub path_prefix: Value,
+    pub ignore_case: Value,
     pub methods: Option<Vec<Scalar>>,
 }
 
@@ -245,6 +247,7 @@ pub struct RawBan {
     pub within: Value,
     #[serde(rename = "for")]
     pub duration: Value,
+    pub max_entries: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]

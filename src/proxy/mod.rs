@@ -20,7 +20,9 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::answer::{Answer, Reason};
 use crate::forwarded::{self, RequestIds};
 use crate::runtime::{Runtime, Snapshot};
-use crate::telemetry::{rfc3339_now, AccessRecord, Metrics};
+use crate::telemetry::{
+    clip, rfc3339_now, AccessRecord, Metrics, LOGGED_HOST_BYTES, LOGGED_PATH_BYTES,
+};
 use crate::upstream::retry::{self, Attempt, RetryKind};
 use crate::upstream::{Choice, InFlight, Outcome, Upstream};
 
@@ -93,6 +95,8 @@ pub struct RequestCtx {
     queue_ms: Option<f64>,
     /// The connection was upgraded (101): its bytes are no request body any more.
     upgraded: bool,
+    /// The normalised path to send upstream, when it differs from the one received.
+    forward_path: Option<String>,
 }
 
 impl RequestCtx {
@@ -293,6 +297,7 @@ impl ProxyHttp for RempartProxy {
             queue: Default::default(),
             queue_ms: None,
             upgraded: false,
+            forward_path: None,
         }
     }
 
@@ -346,7 +351,21 @@ impl ProxyHttp for RempartProxy {
             return Ok(true);
         }
 
-        ctx.route = snapshot.route(&ctx.host, req.uri.path(), &req.method);
+        // The route is matched on the normalised path, and the request goes upstream with the
+        // path that matched, so that the origin serves the route Rempart applied.
+        let normalized = match crate::path::normalize(req.uri.path(), server.path_normalization) {
+            Ok(normalized) => normalized,
+            Err(rejection) => {
+                ctx.snapshot = Some(snapshot);
+                let answer = Answer::new(Reason::PathRejected).detail(rejection.as_str());
+                self.answer(session, ctx, answer).await;
+                return Ok(true);
+            }
+        };
+        ctx.route = snapshot.route(&ctx.host, &normalized.route_key, &req.method);
+        if let std::borrow::Cow::Owned(forward) = normalized.forward {
+            ctx.forward_path = Some(forward);
+        }
         ctx.snapshot = Some(snapshot);
         if ctx.route.is_none() {
             self.answer(session, ctx, Answer::new(Reason::NoRoute))
@@ -542,6 +561,15 @@ impl ProxyHttp for RempartProxy {
             }
         }
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(path) = &ctx.forward_path {
+            let uri = match upstream_request.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.clone(),
+            };
+            let uri = http::Uri::try_from(uri)
+                .map_err(|e| Error::because(ErrorType::InternalError, "the normalised path", e))?;
+            upstream_request.set_uri(uri);
+        }
         Ok(())
     }
 
@@ -741,8 +769,8 @@ impl ProxyHttp for RempartProxy {
             ts: &ts,
             client_ip: &client_ip,
             method: req.method.as_str(),
-            host: &ctx.host,
-            path: req.uri.path(),
+            host: &clip(&ctx.host, LOGGED_HOST_BYTES),
+            path: &clip(req.uri.path(), LOGGED_PATH_BYTES),
             status,
             route: route.map_or("", |r| r.route.name.as_str()),
             upstream: upstream.map_or("", |u| u.name.as_str()),

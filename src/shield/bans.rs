@@ -1,8 +1,12 @@
 //! Bans: client addresses refused `after` times `within` a window are answered 403 for a while.
 //! Checking costs one look-up in a sharded map (none while nobody is banned); the violation
-//! counts that lead to a ban are bounded in number and swept with the bans.
+//! counts that lead to a ban are bounded in number and swept with the bans, and the bans
+//! themselves are bounded by `shield.ban.max_entries`: beyond, the oldest ban is dropped for the
+//! new one (and counted), so a ban wave from a million addresses cannot grow memory.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -34,6 +38,12 @@ pub struct BanList {
     violations: DashMap<u64, Violations>,
     /// Bans in the map, so that a request looks nothing up while nobody is banned.
     active: AtomicUsize,
+    /// Bans in the order they were made (key, until); entries of bans lifted or replaced since
+    /// are skipped and swept. Locked when a ban is made, lifted or listed, never by a request
+    /// that is only checked.
+    order: Mutex<VecDeque<(u64, Instant)>>,
+    /// Bans dropped to make room (`shield.ban.max_entries`).
+    evicted: AtomicU64,
 }
 
 impl BanList {
@@ -80,25 +90,53 @@ impl BanList {
             return false;
         }
         self.violations.remove(&key);
-        self.ban(key, client(), rule.duration);
+        self.ban(key, client(), rule.duration, rule.max_entries);
         true
     }
 
-    /// Ban a key for `duration` from now.
-    pub fn ban(&self, key: u64, client: String, duration: Duration) {
+    fn order(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Instant)>> {
+        self.order.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ban a key for `duration` from now; at most `max_entries` bans are kept (the oldest goes).
+    pub fn ban(&self, key: u64, client: String, duration: Duration, max_entries: usize) {
+        let until = Instant::now() + duration;
         let entry = BanEntry {
             client,
             since: std::time::SystemTime::now(),
-            until: Instant::now() + duration,
+            until,
         };
+        let mut order = self.order();
+        if !self.bans.contains_key(&key) {
+            while self.bans.len() >= max_entries.max(1) {
+                let Some((old, old_until)) = order.pop_front() else {
+                    break;
+                };
+                if self
+                    .bans
+                    .remove_if(&old, |_, e| e.until == old_until)
+                    .is_some()
+                {
+                    self.active.fetch_sub(1, Ordering::Relaxed);
+                    self.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         if self.bans.insert(key, entry).is_none() {
             self.active.fetch_add(1, Ordering::Relaxed);
         }
+        order.push_back((key, until));
+    }
+
+    /// Bans dropped to make room since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     /// Lift a ban; returns whether there was one.
     pub fn lift(&self, key: u64) -> bool {
         self.violations.remove(&key);
+        let _order = self.order();
         let lifted = self.bans.remove(&key).is_some();
         if lifted {
             self.active.fetch_sub(1, Ordering::Relaxed);
@@ -106,27 +144,36 @@ impl BanList {
         lifted
     }
 
-    /// Bans in force: (client, seconds left, since).
-    pub fn list(&self) -> Vec<(String, u64, std::time::SystemTime)> {
+    /// Bans in force, most recent first, from the `offset`-th: (client, seconds left, since),
+    /// at most `limit` of them.
+    pub fn list(&self, offset: usize, limit: usize) -> Vec<(String, u64, std::time::SystemTime)> {
         let now = Instant::now();
-        let mut v: Vec<_> = self
-            .bans
+        let order = self.order();
+        order
             .iter()
-            .filter(|e| e.until > now)
-            .map(|e| {
-                let left = e.until.saturating_duration_since(now);
-                (e.client.clone(), left.as_secs().max(1), e.since)
+            .rev()
+            .filter_map(|(key, until)| {
+                let entry = self.bans.get(key)?;
+                (entry.until == *until && entry.until > now).then(|| {
+                    let left = entry.until.saturating_duration_since(now);
+                    (entry.client.clone(), left.as_secs().max(1), entry.since)
+                })
             })
-            .collect();
-        v.sort();
-        v
+            .skip(offset)
+            .take(limit)
+            .collect()
     }
 
     /// Drop ended bans and violation windows older than `within`; returns the bans in force.
     pub fn sweep(&self, within: Duration) -> usize {
         let now = Instant::now();
-        self.bans.retain(|_, e| e.until > now);
-        self.active.store(self.bans.len(), Ordering::Relaxed);
+        {
+            let mut order = self.order();
+            self.bans.retain(|_, e| e.until > now);
+            self.active.store(self.bans.len(), Ordering::Relaxed);
+            order.retain(|(key, until)| self.bans.get(key).is_some_and(|e| e.until == *until));
+            order.shrink_to_fit();
+        }
         self.violations
             .retain(|_, v| now.saturating_duration_since(v.window_start) <= within);
         self.violations.shrink_to_fit();
@@ -147,6 +194,7 @@ mod tests {
             after,
             within: Duration::from_secs(within),
             duration: Duration::from_secs(duration),
+            max_entries: 1000,
         }
     }
 
@@ -160,7 +208,7 @@ mod tests {
         assert!(bans.violation(1, || "a".into(), &rule));
         assert!(bans.banned(1).is_some());
         assert_eq!(bans.banned(2), None);
-        assert_eq!(bans.list().len(), 1);
+        assert_eq!(bans.list(0, 10).len(), 1);
         assert_eq!(bans.active(), 1);
         // The ban ends by itself.
         tokio::time::advance(Duration::from_secs(601)).await;
@@ -186,11 +234,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn lifting() {
         let bans = BanList::default();
-        bans.ban(9, "x".into(), Duration::from_secs(60));
+        bans.ban(9, "x".into(), Duration::from_secs(60), 10);
         assert!(bans.banned(9).is_some());
         assert!(bans.lift(9));
         assert!(!bans.lift(9));
         assert_eq!(bans.banned(9), None);
         assert_eq!(bans.active(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_oldest_ban_makes_room_beyond_max_entries() {
+        let bans = BanList::default();
+        for key in 0..10u64 {
+            bans.ban(key, format!("c{key}"), Duration::from_secs(600), 4);
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(bans.active(), 4);
+        assert_eq!(bans.evicted(), 6);
+        assert_eq!(bans.banned(5), None, "evicted");
+        assert!(bans.banned(9).is_some());
+        let listed: Vec<String> = bans.list(0, 10).into_iter().map(|b| b.0).collect();
+        assert_eq!(listed, vec!["c9", "c8", "c7", "c6"], "most recent first");
+        let page: Vec<String> = bans.list(1, 2).into_iter().map(|b| b.0).collect();
+        assert_eq!(page, vec!["c8", "c7"]);
+        // A lifted ban leaves a stale entry behind, skipped and then swept.
+        assert!(bans.lift(8));
+        assert_eq!(bans.list(0, 10).len(), 3);
+        bans.sweep(Duration::from_secs(60));
+        assert_eq!(bans.order().len(), 3);
+        // Banning the same key again does not evict anyone.
+        bans.ban(9, "c9".into(), Duration::from_secs(600), 4);
+        assert_eq!(bans.active(), 3);
     }
 }

@@ -273,6 +273,15 @@ fn server(ctx: &mut Ctx, r: RawServer) -> Server {
             access_log,
         ),
         watch_config: ctx.or(&p("watch_config"), &r.watch_config, false, parse_bool),
+        path_normalization: ctx.or(
+            &p("path_normalization"),
+            &r.path_normalization,
+            crate::path::PathMode::Strict,
+            |s| {
+                s.parse()
+                    .map_err(|e: crate::path::UnknownPathMode| e.to_string())
+            },
+        ),
     }
 }
 
@@ -419,6 +428,12 @@ fn shield(ctx: &mut Ctx, r: RawShield) -> Shield {
             &b.duration,
             Duration::from_secs(600),
             positive_duration,
+        ),
+        max_entries: ctx.or(
+            "shield.ban.max_entries",
+            &b.max_entries,
+            100_000,
+            at_least(1usize),
         ),
     });
     Shield { deny, allow, ban }

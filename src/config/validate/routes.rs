@@ -4,6 +4,7 @@ use super::{name, text, Ctx};
 use crate::config::lines::{join_index, join_key};
 use crate::config::model::*;
 use crate::config::raw::*;
+use crate::config::values::parse_bool;
 
 fn host(s: &str) -> Result<String, String> {
     let h = s.to_ascii_lowercase();
@@ -82,6 +83,7 @@ pub(super) fn routes(
         let mp = |k: &str| join_key(&p("match"), k);
         let host = ctx.opt(&mp("host"), &m.host, host);
         let path_prefix = ctx.or(&mp("path_prefix"), &m.path_prefix, "/".into(), path_prefix);
+        let ignore_case = ctx.or(&mp("ignore_case"), &m.ignore_case, false, parse_bool);
         let methods = m.methods.map(|list| {
             if list.is_empty() {
                 ctx.error(
@@ -121,6 +123,7 @@ pub(super) fn routes(
             name: route_name.unwrap_or_default(),
             host,
             path_prefix,
+            ignore_case,
             methods,
             upstream: upstream.unwrap_or(0),
             limits: route_limits,
