@@ -1,10 +1,16 @@
 //! Who the client is and what the upstream is told about it: `client_ip` from the peer or a
-//! trusted proxy's `X-Forwarded-For`, and request ids.
+//! trusted proxy's `X-Forwarded-For`, the forwarding headers Rempart sends upstream
+//! (`X-Forwarded-For`, `-Proto`, `-Host`, `Forwarded`, `X-Real-IP`), and request ids.
+//!
+//! [`upstream_edits`] holds every rule about the forwarding headers: the proxy applies the
+//! edits it returns to the upstream request and knows nothing else about them.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use http::header::{HeaderMap, HeaderName, HeaderValue, FORWARDED};
 use ipnet::IpNet;
 
 /// Whether `ip` is one of the trusted proxies.
@@ -25,8 +31,10 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the rightmost
-/// address of `X-Forwarded-For` that is not itself a trusted proxy. A header that does not
-/// parse stops the walk: the last good address (or the peer) is used.
+/// address of `X-Forwarded-For` that is not itself a trusted proxy. All header lines are
+/// walked, last to first, each right to left; empty entries are skipped (as
+/// [`x_forwarded_for`] drops them). An entry that does not parse stops the walk: the last good
+/// address (or the peer) is used. When every address is trusted, the leftmost one is used.
 pub fn client_ip<'a>(
     peer: IpAddr,
     forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
@@ -37,13 +45,12 @@ pub fn client_ip<'a>(
         return peer;
     }
     let mut client = peer;
-    // Header lines are walked last to first, and each line's entries right to left.
     for line in forwarded_for.rev() {
         let Ok(line) = std::str::from_utf8(line) else {
             return client;
         };
-        for entry in line.rsplit(',') {
-            let Some(ip) = parse_forwarded_entry(entry.trim()) else {
+        for entry in line.rsplit(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some(ip) = parse_forwarded_entry(entry) else {
                 return client;
             };
             let ip = canonical(ip);
@@ -57,7 +64,7 @@ pub fn client_ip<'a>(
 }
 
 /// An `X-Forwarded-For` entry: an IP, possibly with a port (`1.2.3.4:5678`, `[::1]:80`).
-fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
+pub fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
     if let Ok(ip) = entry.parse::<IpAddr>() {
         return Some(ip);
     }
@@ -65,6 +72,418 @@ fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
         return Some(sock.ip());
     }
     None
+}
+
+/// What is kept, at most, of the incoming `X-Forwarded-For` (and, under
+/// [`ForwardedPolicy::Rewrite`], `Forwarded`) values sent upstream, in bytes, separators
+/// included.
+pub const INCOMING_MAX: usize = 4096;
+
+/// The `X-Forwarded-For` value sent upstream: the entries of every incoming line, in order,
+/// then `peer`.
+///
+/// Lines are split at commas, entries trimmed of whitespace, empty ones dropped (so empty
+/// lines vanish), and the rest joined with `", "`; entries are kept as they came, even when
+/// they are no address. When the joined entries are longer than [`INCOMING_MAX`] (a client
+/// can send 100 KiB of them), only the last entries whose joined length fits are kept: those
+/// nearest Rempart, the only ones a backend walking from the right can trust. An entry longer
+/// than the bound alone leaves no incoming entry at all, only the peer.
+pub fn x_forwarded_for<'a>(lines: impl Iterator<Item = &'a [u8]>, peer: IpAddr) -> Vec<u8> {
+    let entries: Vec<&[u8]> = lines
+        .flat_map(|line| line.split(|b| *b == b','))
+        .map(trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let mut out = join_last(&entries, INCOMING_MAX);
+    if !out.is_empty() {
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(canonical(peer).to_string().as_bytes());
+    out
+}
+
+/// The last `entries` joined with `", "`, in order, within `max` bytes.
+fn join_last(entries: &[&[u8]], max: usize) -> Vec<u8> {
+    let mut len = 0;
+    let mut first = entries.len();
+    for (i, entry) in entries.iter().enumerate().rev() {
+        let more = entry.len() + if len == 0 { 0 } else { 2 };
+        if len + more > max {
+            break;
+        }
+        len += more;
+        first = i;
+    }
+    let mut out = Vec::with_capacity(len);
+    for entry in &entries[first..] {
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(entry);
+    }
+    out
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|b| !b.is_ascii_whitespace());
+    let end = s.iter().rposition(|b| !b.is_ascii_whitespace());
+    match (start, end) {
+        (Some(start), Some(end)) => &s[start..=end],
+        _ => &[],
+    }
+}
+
+/// What Rempart does with `Forwarded` (RFC 7239) and `X-Real-IP` (config `server.forwarded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedPolicy {
+    /// From an untrusted peer, both are removed; from a trusted proxy, both are passed on.
+    #[default]
+    Strip,
+    /// From an untrusted peer, both are replaced by Rempart's view of the request; from a
+    /// trusted proxy, Rempart appends its element to `Forwarded` and sets `X-Real-IP` to the
+    /// client address it computed.
+    Rewrite,
+}
+
+impl FromStr for ForwardedPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "strip" => Ok(ForwardedPolicy::Strip),
+            "rewrite" => Ok(ForwardedPolicy::Rewrite),
+            other => Err(format!(
+                "invalid value {other:?}: expected strip or rewrite"
+            )),
+        }
+    }
+}
+
+/// One change to the upstream request's headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    /// Remove every line of this header.
+    Remove(HeaderName),
+    /// Replace every line of this header by this one value.
+    Set(HeaderName, HeaderValue),
+}
+
+/// The hop from the peer to Rempart, as the forwarding headers describe it.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop<'a> {
+    /// The address that connected to Rempart.
+    pub peer: IpAddr,
+    /// Whether `peer` is a trusted proxy.
+    pub peer_trusted: bool,
+    /// The client, as [`client_ip`] computed it.
+    pub client_ip: IpAddr,
+    /// Whether the connection to Rempart is TLS.
+    pub tls: bool,
+    /// The host the request named (Host header, else the URI's authority).
+    pub host: Option<&'a [u8]>,
+}
+
+impl Hop<'_> {
+    fn proto(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Other headers that claim to tell who the client is or how it reached the site, read by
+/// some frameworks and applications (Spring's `ForwardedHeaderFilter` reads the
+/// `X-Forwarded-Port`/`-Prefix`/`-Ssl` family to build redirect URLs; some applications read
+/// `X-Client-IP` or `True-Client-IP` as the client address). Rempart vouches for none of them:
+/// from an untrusted peer they are removed, whatever the policy; a trusted proxy's pass.
+pub const UNVOUCHED: [&str; 11] = [
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
+    "x-original-forwarded-for",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+];
+
+/// The edits that turn the incoming request's forwarding headers into the upstream's:
+///
+/// - `X-Forwarded-For`: set to [`x_forwarded_for`] of every incoming line and the peer.
+/// - `X-Forwarded-Proto`, `X-Forwarded-Host`: a trusted proxy's are kept; otherwise set to
+///   `http`/`https` and to the host (removed when the request names none).
+/// - `Forwarded`, `X-Real-IP`, by `policy`:
+///
+///   | peer      | Strip   | Rewrite                                                        |
+///   |-----------|---------|----------------------------------------------------------------|
+///   | untrusted | removed | `Forwarded: for=<client>;proto=..;host=..`, `X-Real-IP: <client>` |
+///   | trusted   | kept    | `Forwarded: <incoming>, for=<peer>;proto=..;host=..`, `X-Real-IP: <client>` |
+///
+///   Under Rewrite from a trusted proxy, the incoming `Forwarded` lines must all be
+///   well-formed RFC 7239 (pairs of token `=` token or quoted-string): otherwise (and when
+///   there is none) they are replaced by `for=<client>` when the client is not the peer, so
+///   that an unbalanced quote cannot swallow Rempart's element. They are bounded like
+///   `X-Forwarded-For` (the last elements within [`INCOMING_MAX`] bytes).
+/// - [`UNVOUCHED`] headers (`X-Forwarded-Port`, `True-Client-IP`...): removed when the peer
+///   is untrusted, whatever the policy.
+///
+/// Edits come in this order: X-Forwarded-For, -Proto, -Host, the unvouched removals, then
+/// Forwarded and X-Real-IP.
+pub fn upstream_edits(incoming: &HeaderMap, hop: &Hop, policy: ForwardedPolicy) -> Vec<HeaderEdit> {
+    let mut edits = Vec::with_capacity(5);
+    let lines = |name: &HeaderName| incoming.get_all(name).iter().map(HeaderValue::as_bytes);
+
+    let xff = x_forwarded_for(lines(&X_FORWARDED_FOR), hop.peer);
+    edits.push(set_or_remove(&X_FORWARDED_FOR, &xff, || {
+        canonical(hop.peer).to_string().into_bytes()
+    }));
+
+    let keep = |name: &HeaderName| hop.peer_trusted && incoming.contains_key(name);
+    if !keep(&X_FORWARDED_PROTO) {
+        edits.push(HeaderEdit::Set(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(hop.proto()),
+        ));
+    }
+    if !keep(&X_FORWARDED_HOST) {
+        edits.push(set_or_remove(
+            &X_FORWARDED_HOST,
+            hop.host.unwrap_or_default(),
+            Vec::new,
+        ));
+    }
+
+    if !hop.peer_trusted {
+        edits.extend(
+            UNVOUCHED
+                .iter()
+                .filter(|name| incoming.contains_key(**name))
+                .map(|name| HeaderEdit::Remove(HeaderName::from_static(name))),
+        );
+    }
+
+    let client = canonical(hop.client_ip);
+    match (policy, hop.peer_trusted) {
+        (ForwardedPolicy::Strip, true) => {}
+        (ForwardedPolicy::Strip, false) => {
+            edits.push(HeaderEdit::Remove(FORWARDED));
+            edits.push(HeaderEdit::Remove(X_REAL_IP.clone()));
+        }
+        (ForwardedPolicy::Rewrite, trusted) => {
+            let own = |for_ip| forwarded_element(for_ip, hop.tls, hop.host);
+            let value = if trusted {
+                let peer = canonical(hop.peer);
+                let mut value = incoming_forwarded(lines(&FORWARDED));
+                if value.is_empty() && client != peer {
+                    value = forwarded_for_only(client);
+                }
+                if !value.is_empty() {
+                    value.extend_from_slice(b", ");
+                }
+                value.extend_from_slice(&own(peer));
+                value
+            } else {
+                own(client)
+            };
+            edits.push(set_or_remove(&FORWARDED, &value, || {
+                forwarded_for_only(client)
+            }));
+            edits.push(HeaderEdit::Set(X_REAL_IP.clone(), ip_header_value(client)));
+        }
+    }
+    edits
+}
+
+/// Set `name` to `value`; to `fallback()` when `value` cannot be a header value; removed when
+/// that is empty or invalid too.
+fn set_or_remove(
+    name: &HeaderName,
+    value: &[u8],
+    fallback: impl FnOnce() -> Vec<u8>,
+) -> HeaderEdit {
+    let valid = |v: &[u8]| {
+        (!v.is_empty())
+            .then(|| HeaderValue::from_bytes(v).ok())
+            .flatten()
+    };
+    match valid(value).or_else(|| valid(&fallback())) {
+        Some(v) => HeaderEdit::Set(name.clone(), v),
+        None => HeaderEdit::Remove(name.clone()),
+    }
+}
+
+fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    // An address is ASCII digits, dots, colons and hex: always a header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// A `Forwarded` element: `for=<ip>;proto=http|https;host=<host>`, with RFC 7239 quoting
+/// (`for="[2001:db8::1]"`, `host="example.com:8443"`). An empty host is left out.
+pub fn forwarded_element(for_ip: IpAddr, tls: bool, host: Option<&[u8]>) -> Vec<u8> {
+    let mut out = forwarded_for_only(for_ip);
+    out.extend_from_slice(if tls { b";proto=https" } else { b";proto=http" });
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        out.extend_from_slice(b";host=");
+        push_token_or_quoted(&mut out, host);
+    }
+    out
+}
+
+/// `for=<ip>`: IPv4 as a token, IPv6 bracketed in a quoted string.
+fn forwarded_for_only(ip: IpAddr) -> Vec<u8> {
+    match canonical(ip) {
+        IpAddr::V4(v4) => format!("for={v4}").into_bytes(),
+        IpAddr::V6(v6) => format!("for=\"[{v6}]\"").into_bytes(),
+    }
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn push_token_or_quoted(out: &mut Vec<u8>, value: &[u8]) {
+    if !value.is_empty() && value.iter().all(|b| is_tchar(*b)) {
+        out.extend_from_slice(value);
+        return;
+    }
+    out.push(b'"');
+    for &b in value {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// The incoming `Forwarded` lines joined, bounded to their last elements within
+/// [`INCOMING_MAX`]; empty when there is none or any line is malformed.
+fn incoming_forwarded<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut elements = Vec::new();
+    for line in lines {
+        match forwarded_elements(line) {
+            Some(found) => elements.extend(found),
+            None => return Vec::new(),
+        }
+    }
+    join_last(&elements, INCOMING_MAX)
+}
+
+/// The non-empty elements of a `Forwarded` value (RFC 7239 section 4: `#forwarded-element`,
+/// each `[pair] *(";" [pair])`, a pair `token "=" (token / quoted-string)`), trimmed of
+/// whitespace around commas and semicolons. `None` when the value is malformed.
+pub fn forwarded_elements(value: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut elements = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    let mut quoted = false;
+    while i < value.len() {
+        let b = value[i];
+        if quoted {
+            match b {
+                b'\\' => i += 1,
+                b'"' => quoted = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            quoted = true;
+        } else if b == b',' {
+            elements.push(&value[start..i]);
+            start = i + 1;
+        }
+        i += 1;
+    }
+    if quoted || i > value.len() {
+        return None;
+    }
+    elements.push(&value[start..]);
+    let elements: Vec<&[u8]> = elements
+        .into_iter()
+        .map(trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    elements
+        .iter()
+        .all(|e| well_formed_element(e))
+        .then_some(elements)
+}
+
+/// `[pair] *(";" [pair])`, whitespace allowed around `;`. The element holds no comma outside
+/// quoted strings and its quotes are balanced (checked by the caller).
+fn well_formed_element(element: &[u8]) -> bool {
+    split_outside_quotes(element, b';')
+        .into_iter()
+        .map(trim)
+        .filter(|pair| !pair.is_empty())
+        .all(well_formed_pair)
+}
+
+fn well_formed_pair(pair: &[u8]) -> bool {
+    let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+        return false;
+    };
+    let (name, value) = (&pair[..eq], &pair[eq + 1..]);
+    if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+        return false;
+    }
+    match value {
+        [b'"', inner @ .., b'"'] if value.len() >= 2 => quoted_body_ok(inner),
+        _ => !value.is_empty() && value.iter().all(|b| is_tchar(*b)),
+    }
+}
+
+/// The inside of a quoted string: qdtext (HTAB, SP, visible and obs-text bytes but `"` and
+/// `\`) and quoted pairs.
+fn quoted_body_ok(inner: &[u8]) -> bool {
+    let mut i = 0;
+    while i < inner.len() {
+        match inner[i] {
+            b'\\' => {
+                let Some(&next) = inner.get(i + 1) else {
+                    return false;
+                };
+                if !(next == b'\t' || next >= 0x20) || next == 0x7f {
+                    return false;
+                }
+                i += 2;
+            }
+            b'"' => return false,
+            b if b == b'\t' || (b >= 0x20 && b != 0x7f) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn split_outside_quotes(s: &[u8], sep: u8) -> Vec<&[u8]> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, &b) in s.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            quoted = !quoted;
+        } else if b == sep && !quoted {
+            parts.push(&s[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&s[start..]);
+    parts
 }
 
 /// Generates request ids: 32 hex digits, a random per-process prefix and a counter, unique
@@ -117,6 +536,10 @@ mod tests {
         list.iter().map(|s| s.parse().unwrap()).collect()
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn untrusted_peer_is_the_client() {
         let ip = client_ip(
@@ -153,6 +576,32 @@ mod tests {
             &trusted,
         );
         assert_eq!(ip, "2001:db8::1".parse::<IpAddr>().unwrap());
+        let ip = client_ip(
+            "127.0.0.1".parse().unwrap(),
+            [b"9.9.9.9, \xff".as_slice()].into_iter(),
+            &trusted,
+        );
+        assert_eq!(ip, "127.0.0.1".parse::<IpAddr>().unwrap(), "not UTF-8");
+    }
+
+    #[test]
+    fn empty_entries_and_lines_are_skipped() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let lines: [&[u8]; 3] = [b"198.51.100.7", b"10.0.0.3, ,", b""];
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), lines.into_iter(), &trusted),
+            ip("198.51.100.7")
+        );
+        // All trusted: the leftmost.
+        let lines: [&[u8]; 2] = [b"10.0.0.9", b"10.0.0.3"];
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), lines.into_iter(), &trusted),
+            ip("10.0.0.9")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), std::iter::empty(), &trusted),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
@@ -160,6 +609,12 @@ mod tests {
         assert_eq!(
             canonical("::ffff:10.0.0.1".parse().unwrap()),
             "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        let trusted = nets(&["10.0.0.0/8"]);
+        let lines: [&[u8]; 1] = [b"::ffff:198.51.100.7"];
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.1"), lines.into_iter(), &trusted),
+            ip("198.51.100.7")
         );
     }
 
@@ -173,5 +628,579 @@ mod tests {
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert!(acceptable_request_id(a.as_bytes()));
         assert!(!acceptable_request_id(b"with space"));
+    }
+
+    #[test]
+    fn xff_joins_every_line_then_the_peer() {
+        let lines: [&[u8]; 4] = [b" 198.51.100.7 ,10.0.0.1", b"", b"  ", b"10.0.0.2"];
+        assert_eq!(
+            x_forwarded_for(lines.into_iter(), ip("10.0.0.3")),
+            b"198.51.100.7, 10.0.0.1, 10.0.0.2, 10.0.0.3"
+        );
+        assert_eq!(
+            x_forwarded_for(std::iter::empty(), ip("203.0.113.9")),
+            b"203.0.113.9"
+        );
+        assert_eq!(
+            x_forwarded_for(
+                [b"unknown, ,".as_slice()].into_iter(),
+                ip("::ffff:192.0.2.1")
+            ),
+            b"unknown, 192.0.2.1"
+        );
+        assert_eq!(
+            x_forwarded_for(std::iter::empty(), ip("2001:db8::1")),
+            b"2001:db8::1"
+        );
+    }
+
+    #[test]
+    fn xff_is_bounded_to_its_last_entries() {
+        // 100 KiB of entries: the last ones within 4 KiB are kept, then the peer.
+        let entry = b"203.0.113.200";
+        let line: Vec<u8> = std::iter::repeat_n(&entry[..], 7000)
+            .collect::<Vec<_>>()
+            .join(&b","[..]);
+        let lines = [line.as_slice(), b"198.51.100.7"];
+        let out = x_forwarded_for(lines.into_iter(), ip("10.0.0.1"));
+        let tail = b", 198.51.100.7, 10.0.0.1";
+        assert!(out.ends_with(tail));
+        let incoming = &out[..out.len() - b", 10.0.0.1".len()];
+        assert!(incoming.len() <= INCOMING_MAX);
+        assert!(
+            incoming.len() + 2 + entry.len() > INCOMING_MAX,
+            "as many as fit"
+        );
+        assert!(out.starts_with(entry));
+        // One entry longer than the bound leaves none.
+        let huge = vec![b'1'; INCOMING_MAX + 1];
+        assert_eq!(
+            x_forwarded_for([huge.as_slice()].into_iter(), ip("10.0.0.1")),
+            b"10.0.0.1"
+        );
+        let exact = vec![b'1'; INCOMING_MAX];
+        assert_eq!(
+            x_forwarded_for([exact.as_slice()].into_iter(), ip("10.0.0.1")).len(),
+            INCOMING_MAX + b", 10.0.0.1".len()
+        );
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn hop(peer: &str, trusted: bool, client: &str) -> Hop<'static> {
+        Hop {
+            peer: ip(peer),
+            peer_trusted: trusted,
+            client_ip: ip(client),
+            tls: true,
+            host: Some(b"ent.example.org"),
+        }
+    }
+
+    fn set(name: &str, value: &str) -> HeaderEdit {
+        HeaderEdit::Set(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        )
+    }
+
+    fn remove(name: &str) -> HeaderEdit {
+        HeaderEdit::Remove(HeaderName::from_bytes(name.as_bytes()).unwrap())
+    }
+
+    /// The upstream request's headers once the edits are applied, as the proxy does.
+    fn apply(incoming: &HeaderMap, edits: &[HeaderEdit]) -> HeaderMap {
+        let mut out = incoming.clone();
+        for edit in edits {
+            match edit {
+                HeaderEdit::Remove(name) => {
+                    out.remove(name);
+                }
+                HeaderEdit::Set(name, value) => {
+                    out.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn b1_both_xff_lines_reach_the_backend() {
+        let incoming = headers(&[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-forwarded-for", "10.0.0.2"),
+        ]);
+        let trusted = nets(&["10.0.0.0/8"]);
+        let peer = ip("10.0.0.1");
+        let client = client_ip(
+            peer,
+            incoming
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.as_bytes()),
+            &trusted,
+        );
+        assert_eq!(client, ip("198.51.100.7"));
+        let edits = upstream_edits(
+            &incoming,
+            &hop("10.0.0.1", true, "198.51.100.7"),
+            ForwardedPolicy::Strip,
+        );
+        let out = apply(&incoming, &edits);
+        let xff: Vec<_> = out.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["198.51.100.7, 10.0.0.2, 10.0.0.1"]);
+    }
+
+    #[test]
+    fn b2_untrusted_forwarded_and_real_ip_are_stripped() {
+        let incoming = headers(&[
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
+        let mut h = hop("203.0.113.9", false, "203.0.113.9");
+        h.tls = false;
+        let edits = upstream_edits(&incoming, &h, ForwardedPolicy::Strip);
+        assert_eq!(
+            edits,
+            [
+                set("x-forwarded-for", "203.0.113.9"),
+                set("x-forwarded-proto", "http"),
+                set("x-forwarded-host", "ent.example.org"),
+                remove("forwarded"),
+                remove("x-real-ip"),
+            ]
+        );
+        let out = apply(&incoming, &edits);
+        assert!(out.get("forwarded").is_none());
+        assert!(out.get("x-real-ip").is_none());
+        assert_eq!(out.get("x-forwarded-host").unwrap(), "ent.example.org");
+    }
+
+    #[test]
+    fn b2_untrusted_forwarded_and_real_ip_are_rewritten() {
+        let incoming = headers(&[
+            ("forwarded", "for=1.2.3.4"),
+            ("forwarded", "for=5.6.7.8"),
+            ("x-real-ip", "1.2.3.4"),
+        ]);
+        let edits = upstream_edits(
+            &incoming,
+            &hop("203.0.113.9", false, "203.0.113.9"),
+            ForwardedPolicy::Rewrite,
+        );
+        let out = apply(&incoming, &edits);
+        let forwarded: Vec<_> = out.get_all("forwarded").iter().collect();
+        assert_eq!(
+            forwarded,
+            ["for=203.0.113.9;proto=https;host=ent.example.org"]
+        );
+        assert_eq!(out.get("x-real-ip").unwrap(), "203.0.113.9");
+        // IPv6 is quoted and bracketed.
+        let edits = upstream_edits(
+            &incoming,
+            &hop("2001:db8::1", false, "2001:db8::1"),
+            ForwardedPolicy::Rewrite,
+        );
+        let out = apply(&incoming, &edits);
+        assert_eq!(
+            out.get("forwarded").unwrap(),
+            "for=\"[2001:db8::1]\";proto=https;host=ent.example.org"
+        );
+        assert_eq!(out.get("x-real-ip").unwrap(), "2001:db8::1");
+    }
+
+    #[test]
+    fn trusted_proxies_keep_their_headers() {
+        let incoming = headers(&[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("forwarded", "for=198.51.100.7;proto=https"),
+            ("x-real-ip", "198.51.100.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "portal.example.org"),
+        ]);
+        let h = hop("10.0.0.1", true, "198.51.100.7");
+        // Strip: all kept, XFF extended.
+        let edits = upstream_edits(&incoming, &h, ForwardedPolicy::Strip);
+        assert_eq!(edits, [set("x-forwarded-for", "198.51.100.7, 10.0.0.1")]);
+        // Rewrite: Rempart's element appended, X-Real-IP what Rempart computed.
+        let edits = upstream_edits(&incoming, &h, ForwardedPolicy::Rewrite);
+        assert_eq!(
+            edits,
+            [
+                set("x-forwarded-for", "198.51.100.7, 10.0.0.1"),
+                set(
+                    "forwarded",
+                    "for=198.51.100.7;proto=https, for=10.0.0.1;proto=https;host=ent.example.org"
+                ),
+                set("x-real-ip", "198.51.100.7"),
+            ]
+        );
+        // A trusted proxy that sent no X-Forwarded-Proto / -Host gets Rempart's.
+        let edits = upstream_edits(&HeaderMap::new(), &h, ForwardedPolicy::Strip);
+        assert_eq!(
+            edits,
+            [
+                set("x-forwarded-for", "10.0.0.1"),
+                set("x-forwarded-proto", "https"),
+                set("x-forwarded-host", "ent.example.org"),
+            ]
+        );
+    }
+
+    #[test]
+    fn trusted_rewrite_without_a_good_forwarded_names_the_client() {
+        let h = hop("10.0.0.1", true, "198.51.100.7");
+        let expect = "for=198.51.100.7, for=10.0.0.1;proto=https;host=ent.example.org";
+        for bad in [
+            "for=\"1.2.3.4",
+            "for=1.2.3.4;proto",
+            "for = 1.2.3.4",
+            "=x",
+            "for=a b",
+            "for=\"a\"b",
+        ] {
+            let incoming = headers(&[("forwarded", "for=9.9.9.9"), ("forwarded", bad)]);
+            let edits = upstream_edits(&incoming, &h, ForwardedPolicy::Rewrite);
+            assert!(edits.contains(&set("forwarded", expect)), "{bad:?}");
+        }
+        let edits = upstream_edits(&HeaderMap::new(), &h, ForwardedPolicy::Rewrite);
+        assert!(edits.contains(&set("forwarded", expect)));
+        // The peer is the client (no X-Forwarded-For): Rempart's element alone.
+        let h = hop("10.0.0.1", true, "10.0.0.1");
+        let edits = upstream_edits(&HeaderMap::new(), &h, ForwardedPolicy::Rewrite);
+        assert!(edits.contains(&set(
+            "forwarded",
+            "for=10.0.0.1;proto=https;host=ent.example.org"
+        )));
+    }
+
+    #[test]
+    fn forwarded_elements_are_parsed_with_quotes() {
+        assert_eq!(
+            forwarded_elements(b"for=1.2.3.4;proto=http, for=\"[::1]:80\" , ,by=x").unwrap(),
+            [&b"for=1.2.3.4;proto=http"[..], b"for=\"[::1]:80\"", b"by=x"]
+        );
+        assert_eq!(
+            forwarded_elements(b"for=\"a,b\";host=\"x\\\"y\"").unwrap(),
+            [&b"for=\"a,b\";host=\"x\\\"y\""[..]]
+        );
+        assert_eq!(forwarded_elements(b"").unwrap(), Vec::<&[u8]>::new());
+        assert_eq!(forwarded_elements(b";;").unwrap(), [&b";;"[..]]);
+        assert!(forwarded_elements(b"for=\"x").is_none());
+        assert!(forwarded_elements(b"for=\"x\\\"").is_none());
+        assert!(forwarded_elements(b"for").is_none());
+        assert!(forwarded_elements(b"f(r=x").is_none());
+    }
+
+    #[test]
+    fn elements_quote_what_is_no_token() {
+        assert_eq!(
+            forwarded_element(ip("192.0.2.1"), false, Some(b"ent.example.org:8443")),
+            b"for=192.0.2.1;proto=http;host=\"ent.example.org:8443\""
+        );
+        assert_eq!(
+            forwarded_element(ip("::ffff:192.0.2.1"), true, Some(b"")),
+            b"for=192.0.2.1;proto=https"
+        );
+        assert_eq!(
+            forwarded_element(ip("2001:db8::1"), true, Some(b"a\"b\\c")),
+            b"for=\"[2001:db8::1]\";proto=https;host=\"a\\\"b\\\\c\""
+        );
+        assert_eq!(
+            forwarded_element(ip("192.0.2.1"), true, None),
+            b"for=192.0.2.1;proto=https"
+        );
+    }
+
+    #[test]
+    fn unvouched_headers_are_removed_from_untrusted_peers() {
+        let incoming = headers(&[
+            ("x-forwarded-port", "8443"),
+            ("x-forwarded-prefix", "/evil"),
+            ("true-client-ip", "1.2.3.4"),
+            ("x-client-ip", "1.2.3.4"),
+        ]);
+        for policy in [ForwardedPolicy::Strip, ForwardedPolicy::Rewrite] {
+            let edits =
+                upstream_edits(&incoming, &hop("203.0.113.9", false, "203.0.113.9"), policy);
+            let out = apply(&incoming, &edits);
+            for name in UNVOUCHED {
+                assert!(out.get(name).is_none(), "{name} under {policy:?}");
+            }
+            let edits = upstream_edits(&incoming, &hop("10.0.0.1", true, "203.0.113.9"), policy);
+            let out = apply(&incoming, &edits);
+            assert_eq!(out.get("x-forwarded-port").unwrap(), "8443");
+            assert_eq!(out.get("true-client-ip").unwrap(), "1.2.3.4");
+        }
+        assert!(UNVOUCHED
+            .iter()
+            .all(|n| HeaderName::from_bytes(n.as_bytes()).is_ok()));
+    }
+
+    #[test]
+    fn no_host_removes_x_forwarded_host() {
+        let incoming = headers(&[("x-forwarded-host", "evil.example")]);
+        let mut h = hop("203.0.113.9", false, "203.0.113.9");
+        h.host = None;
+        let edits = upstream_edits(&incoming, &h, ForwardedPolicy::Rewrite);
+        assert!(edits.contains(&remove("x-forwarded-host")));
+        assert!(edits.contains(&set("forwarded", "for=203.0.113.9;proto=https")));
+    }
+
+    #[test]
+    fn policies_from_config() {
+        assert_eq!("strip".parse(), Ok(ForwardedPolicy::Strip));
+        assert_eq!(" rewrite ".parse(), Ok(ForwardedPolicy::Rewrite));
+        assert!("keep".parse::<ForwardedPolicy>().is_err());
+        assert_eq!(ForwardedPolicy::default(), ForwardedPolicy::Strip);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        fn trusted_nets() -> Vec<IpNet> {
+            nets(&["10.0.0.0/8", "fd00::/8"])
+        }
+
+        /// An address, trusted (in 10/8 or fd00::/8) or not.
+        fn address(trusted: bool) -> BoxedStrategy<IpAddr> {
+            if trusted {
+                prop_oneof![
+                    any::<[u8; 3]>().prop_map(|[a, b, c]| IpAddr::from([10, a, b, c])),
+                    any::<u128>().prop_map(|x| IpAddr::from(std::net::Ipv6Addr::from(
+                        (x >> 8) | (0xfd << 120)
+                    ))),
+                ]
+                .boxed()
+            } else {
+                prop_oneof![
+                    any::<[u8; 4]>()
+                        .prop_filter("not 10/8", |o| o[0] != 10)
+                        .prop_map(IpAddr::from),
+                    any::<u128>()
+                        .prop_map(|x| canonical(IpAddr::from(std::net::Ipv6Addr::from(x))))
+                        .prop_filter("untrusted", |ip| !is_trusted(*ip, &trusted_nets())),
+                ]
+                .boxed()
+            }
+        }
+
+        /// How an address may be written in X-Forwarded-For.
+        fn written(ip: IpAddr, port: Option<u16>, pad: usize) -> String {
+            let spaces = " ".repeat(pad);
+            match (ip, port) {
+                (ip, None) => format!("{spaces}{ip}{spaces}"),
+                (IpAddr::V4(v4), Some(p)) => format!("{spaces}{v4}:{p}"),
+                (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}{spaces}"),
+            }
+        }
+
+        /// A chain of (trusted, address) from the client to the peer's side.
+        fn chain() -> impl Strategy<Value = Vec<(bool, IpAddr)>> {
+            vec(any::<bool>(), 0..12).prop_flat_map(|flags| {
+                flags
+                    .into_iter()
+                    .map(|t| address(t).prop_map(move |ip| (t, ip)))
+                    .collect::<Vec<_>>()
+            })
+        }
+
+        /// `entries` spread over lines at the `cuts`, with empty lines here and there.
+        fn lines_of(entries: &[String], cuts: &[bool]) -> Vec<String> {
+            let mut lines = vec![String::new()];
+            for (i, entry) in entries.iter().enumerate() {
+                let cut = cuts.get(i).copied().unwrap_or(false);
+                if cut {
+                    lines.push(String::new());
+                    if i % 3 == 0 {
+                        lines.push("  ".to_string());
+                        lines.push(String::new());
+                    }
+                }
+                let line = lines.last_mut().expect("one line at least");
+                if !line.trim().is_empty() {
+                    line.push(',');
+                }
+                line.push_str(entry);
+            }
+            lines
+        }
+
+        fn header_value_bytes() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                vec(any::<u8>(), 0..64),
+                vec(
+                    prop::sample::select(b"0123456789abcdef.:[], ;=\"\\for".to_vec()),
+                    0..64
+                ),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// X-Forwarded-For of any bytes, on any number of lines, never panics, and the
+            /// value sent upstream always ends with the peer and is a valid header value
+            /// whenever the lines are.
+            #[test]
+            fn xff_never_panics(lines in vec(header_value_bytes(), 0..6), peer in any::<IpAddr>(), trusted in any::<bool>()) {
+                let nets = if trusted { vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()] } else { trusted_nets() };
+                let _ = client_ip(peer, lines.iter().map(Vec::as_slice), &nets);
+                let out = x_forwarded_for(lines.iter().map(Vec::as_slice), peer);
+                let peer_text = canonical(peer).to_string();
+                prop_assert!(out.ends_with(peer_text.as_bytes()));
+                prop_assert!(out.len() <= INCOMING_MAX + 2 + peer_text.len());
+                let valid: Vec<HeaderValue> = lines.iter().filter_map(|l| HeaderValue::from_bytes(l).ok()).collect();
+                let out = x_forwarded_for(valid.iter().map(HeaderValue::as_bytes), peer);
+                prop_assert!(HeaderValue::from_bytes(&out).is_ok());
+                for line in &lines {
+                    let _ = parse_forwarded_entry(&String::from_utf8_lossy(line));
+                    let _ = forwarded_elements(line);
+                }
+            }
+
+            /// Behind a trusted peer, client_ip is the rightmost untrusted address of the
+            /// chain, however it is spread over lines, padded or given ports; the leftmost
+            /// address when all are trusted; the peer when the chain is empty. From an
+            /// untrusted peer, the peer.
+            #[test]
+            fn client_ip_is_the_rightmost_untrusted(
+                chain in chain(),
+                peer in address(true),
+                stranger in address(false),
+                ports in vec(prop::option::of(any::<u16>()), 12),
+                pads in vec(0usize..3, 12),
+                cuts in vec(any::<bool>(), 12),
+            ) {
+                let entries: Vec<String> = chain
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, ip))| written(*ip, ports[i], pads[i]))
+                    .collect();
+                let lines = lines_of(&entries, &cuts);
+                let expected = chain
+                    .iter()
+                    .rev()
+                    .find(|(t, _)| !t)
+                    .or(chain.first())
+                    .map_or(peer, |(_, ip)| *ip);
+                let nets = trusted_nets();
+                prop_assert_eq!(client_ip(peer, lines.iter().map(|l| l.as_bytes()), &nets), expected);
+                prop_assert_eq!(client_ip(stranger, lines.iter().map(|l| l.as_bytes()), &nets), stranger);
+            }
+
+            /// Joining keeps every entry, in order, then the peer, when they fit in the bound;
+            /// otherwise the longest suffix of the entries that fits.
+            #[test]
+            fn joining_keeps_order_and_count(
+                entries in vec("[0-9a-f.:\\[\\]_-]{1,40}", 0..200),
+                pads in vec(0usize..3, 200),
+                cuts in vec(any::<bool>(), 200),
+                peer in any::<IpAddr>(),
+            ) {
+                let padded: Vec<String> = entries
+                    .iter()
+                    .zip(&pads)
+                    .map(|(e, p)| format!("{}{e}{}", " ".repeat(*p), "\t".repeat(*p % 2)))
+                    .collect();
+                let lines = lines_of(&padded, &cuts);
+                let out = x_forwarded_for(lines.iter().map(|l| l.as_bytes()), peer);
+                let out = String::from_utf8(out).unwrap();
+                let mut got: Vec<&str> = out.split(", ").collect();
+                let peer_text = canonical(peer).to_string();
+                prop_assert_eq!(got.pop(), Some(peer_text.as_str()));
+                let joined = entries.join(", ");
+                if joined.len() <= INCOMING_MAX {
+                    prop_assert_eq!(got.len(), entries.len());
+                    prop_assert_eq!(got, entries.iter().map(String::as_str).collect::<Vec<_>>());
+                } else {
+                    let kept = got.len();
+                    prop_assert!(entries.ends_with(&got.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
+                    let length = got.join(", ").len();
+                    prop_assert!(length <= INCOMING_MAX);
+                    let next = &entries[entries.len() - kept - 1];
+                    let separator = if kept == 0 { 0 } else { 2 };
+                    prop_assert!(length + next.len() + separator > INCOMING_MAX);
+                }
+            }
+
+            /// Whatever the incoming headers, the edits set valid values; Strip from an untrusted
+            /// peer removes Forwarded and X-Real-IP; Rewrite always gives a well-formed
+            /// Forwarded whose last element names the peer (trusted) or the client (untrusted),
+            /// and an X-Real-IP that is the client.
+            #[test]
+            fn edits_follow_the_policy(
+                xff in vec(header_value_bytes(), 0..3),
+                fwd in vec(header_value_bytes(), 0..3),
+                real in vec(header_value_bytes(), 0..2),
+                host in prop::option::of(header_value_bytes()),
+                peer in any::<IpAddr>(),
+                client in any::<IpAddr>(),
+                trusted in any::<bool>(),
+                tls in any::<bool>(),
+                rewrite in any::<bool>(),
+            ) {
+                let mut incoming = HeaderMap::new();
+                for (name, values) in [("x-forwarded-for", &xff), ("forwarded", &fwd), ("x-real-ip", &real)] {
+                    for v in values.iter().filter_map(|v| HeaderValue::from_bytes(v).ok()) {
+                        incoming.append(HeaderName::from_static(name), v);
+                    }
+                }
+                let host = host.filter(|h| HeaderValue::from_bytes(h).is_ok());
+                let client = if trusted { client } else { peer };
+                let h = Hop { peer, peer_trusted: trusted, client_ip: client, tls, host: host.as_deref() };
+                let policy = if rewrite { ForwardedPolicy::Rewrite } else { ForwardedPolicy::Strip };
+                let out = apply(&incoming, &upstream_edits(&incoming, &h, policy));
+                prop_assert_eq!(out.get_all("x-forwarded-for").iter().count(), 1);
+                match (rewrite, trusted) {
+                    (false, false) => {
+                        prop_assert!(out.get("forwarded").is_none());
+                        prop_assert!(out.get("x-real-ip").is_none());
+                    }
+                    (false, true) => {
+                        prop_assert_eq!(out.get_all("forwarded").iter().count(), incoming.get_all("forwarded").iter().count());
+                        prop_assert_eq!(out.get_all("x-real-ip").iter().count(), incoming.get_all("x-real-ip").iter().count());
+                    }
+                    (true, _) => {
+                        let values: Vec<_> = out.get_all("forwarded").iter().collect();
+                        prop_assert_eq!(values.len(), 1);
+                        let elements = forwarded_elements(values[0].as_bytes());
+                        prop_assert!(elements.is_some());
+                        let elements = elements.unwrap();
+                        let last = elements.last().unwrap();
+                        let named = if trusted { peer } else { client };
+                        let expected = forwarded_element(named, tls, host.as_deref());
+                        prop_assert_eq!(*last, expected.as_slice());
+                        prop_assert!(values[0].len() <= INCOMING_MAX + 2 + 2 * expected.len() + 64);
+                        let real_ip = canonical(client).to_string();
+                        prop_assert_eq!(out.get("x-real-ip").map(|v| v.as_bytes()), Some(real_ip.as_bytes()));
+                    }
+                }
+            }
+
+            /// The `for=` of an element reads back as the address.
+            #[test]
+            fn for_reads_back(addr in any::<IpAddr>(), tls in any::<bool>()) {
+                let element = forwarded_element(addr, tls, None);
+                let text = String::from_utf8(element).unwrap();
+                let value = text.strip_prefix("for=").unwrap().split(';').next().unwrap();
+                let bare = value.trim_matches('"').trim_start_matches('[').trim_end_matches(']');
+                prop_assert_eq!(bare.parse::<IpAddr>().ok(), Some(canonical(addr)));
+                prop_assert_eq!(value.starts_with('"'), canonical(addr).is_ipv6());
+            }
+        }
     }
 }

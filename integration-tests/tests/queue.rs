@@ -450,7 +450,11 @@ async fn no_pass_on_a_5xx_answer() {
         set_cookie(&r, "rempart_pass").is_some(),
         "a 4xx is an answer: pass"
     );
-    let st = queue_status(&s);
-    assert_eq!(st["in_flight"], 0, "slots are released: {st}");
+    // Slots are released when the request's log line is written, just after the answer.
+    let released = poll_until(Duration::from_secs(5), || {
+        let st = queue_status(&s);
+        (st["in_flight"] == 0).then_some(st)
+    });
+    let st = released.unwrap_or_else(|| panic!("slots are released: {}", queue_status(&s)));
     assert_eq!(st["admitted"], 2);
 }

@@ -98,6 +98,7 @@ fn key_text(key: &LimitKey) -> String {
         LimitKey::Query(n) => format!("query:{n}"),
         LimitKey::Form(n) => format!("form:{n}"),
         LimitKey::Global => "global".into(),
+        LimitKey::Any(list) => list.iter().map(key_text).collect::<Vec<_>>().join(", "),
     }
 }
 

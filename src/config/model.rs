@@ -69,6 +69,8 @@ pub struct Server {
     pub watch_config: bool,
     /// How request paths are normalised before routes match them. Default: strict.
     pub path_normalization: crate::path::PathMode,
+    /// What happens to `Forwarded` and `X-Real-IP` from untrusted peers. Default: strip.
+    pub forwarded: crate::forwarded::ForwardedPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +233,12 @@ pub struct Limit {
     pub mode: LimitMode,
     /// Default: 1_000_000.
     pub max_keys: usize,
+    /// Refusals by this limit count toward a ban of the client_ip. Default: true for
+    /// `client_ip` keys only (a refusal by a shared key says nothing about one address).
+    pub ban: bool,
+    /// Field names (`form:`, `query:`) compared byte for byte. Default: false (any case, as
+    /// many backends read them).
+    pub case_sensitive: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +250,9 @@ pub enum LimitKey {
     Query(String),
     Form(String),
     Global,
+    /// Several field sources (header, cookie, query, form): the first present gives the key;
+    /// sources that disagree, or a body that cannot be read, give the shared unreadable key.
+    Any(Vec<LimitKey>),
 }
 
 /// `count` events per `per`, e.g. 20/min = { count: 20, per: 60s }.

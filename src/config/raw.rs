@@ -86,6 +86,15 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrderedMap<T> {
 
 pub type Value = Option<Scalar>;
 
+/// A value that may be written alone or as a list (`key: form:username` or
+/// `key: [form:username, query:username]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, expecting = "a value or a list of values")]
+pub enum ScalarOrList {
+    One(Scalar),
+    Many(Vec<Scalar>),
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawConfig {
@@ -119,6 +128,7 @@ pub struct RawServer {
     pub access_log: Value,
     pub watch_config: Value,
     pub path_normalization: Value,
+    pub forwarded: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,7 +235,9 @@ pub struct RawMatch {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawLimit {
-    pub key: Value,
+    pub key: Option<ScalarOrList>,
+    pub ban: Value,
+    pub case_sensitive: Value,
     pub rate: Value,
     pub burst: Value,
     pub mode: Value,

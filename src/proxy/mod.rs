@@ -519,44 +519,43 @@ impl ProxyHttp for RempartProxy {
         if self.runtime.is_draining() {
             session.set_keepalive(None);
         }
-        // X-Forwarded-For: what came before, then the peer we saw.
-        if let Some(peer) = ctx.peer_ip {
-            let peer = peer.to_string();
-            let value = match session.req_header().headers.get("x-forwarded-for") {
-                Some(existing) if !existing.is_empty() => {
-                    let mut joined = Vec::with_capacity(existing.len() + 2 + peer.len());
-                    joined.extend_from_slice(existing.as_bytes());
-                    joined.extend_from_slice(b", ");
-                    joined.extend_from_slice(peer.as_bytes());
-                    joined
+        // Who the client is, as Rempart tells the upstream (src/forwarded.rs has the rules):
+        // X-Forwarded-For whole plus the peer, -Proto, -Host, and `Forwarded` / `X-Real-IP`
+        // stripped or rewritten when they come from an untrusted peer.
+        let policy = ctx
+            .snapshot
+            .as_ref()
+            .map_or(Default::default(), |s| s.config.server.forwarded);
+        let req = session.req_header();
+        let edits = match (ctx.peer_ip, ctx.client_ip) {
+            (Some(peer), Some(client_ip)) => {
+                let host = req
+                    .headers
+                    .get(header::HOST)
+                    .map(|h| h.as_bytes())
+                    .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()));
+                let hop = forwarded::Hop {
+                    peer,
+                    peer_trusted: ctx.peer_trusted,
+                    client_ip,
+                    tls: ctx.tls,
+                    host,
+                };
+                forwarded::upstream_edits(&req.headers, &hop, policy)
+            }
+            // No inet peer (never on TCP listeners): vouch for nothing.
+            _ => vec![
+                forwarded::HeaderEdit::Remove(header::FORWARDED),
+                forwarded::HeaderEdit::Remove(forwarded::X_REAL_IP.clone()),
+            ],
+        };
+        for edit in edits {
+            match edit {
+                forwarded::HeaderEdit::Remove(name) => {
+                    upstream_request.remove_header(&name);
                 }
-                _ => peer.into_bytes(),
-            };
-            upstream_request.remove_header("x-forwarded-for");
-            upstream_request.insert_header("x-forwarded-for", value)?;
-        }
-        let keep_forwarded = ctx.peer_trusted;
-        if !(keep_forwarded && upstream_request.headers.contains_key("x-forwarded-proto")) {
-            upstream_request
-                .insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
-        }
-        if !(keep_forwarded && upstream_request.headers.contains_key("x-forwarded-host")) {
-            let host = session
-                .req_header()
-                .headers
-                .get(header::HOST)
-                .cloned()
-                .or_else(|| {
-                    session
-                        .req_header()
-                        .uri
-                        .authority()
-                        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-                });
-            match host {
-                Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
-                None => {
-                    upstream_request.remove_header("x-forwarded-host");
+                forwarded::HeaderEdit::Set(name, value) => {
+                    upstream_request.insert_header(name, value)?;
                 }
             }
         }

@@ -280,3 +280,7 @@ mod tests {
         assert!(set_cookie("n", "v", 60, true).ends_with("; Secure"));
     }
 }
+
+#[cfg(test)]
+#[path = "ticket_props.rs"]
+mod props;

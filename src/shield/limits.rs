@@ -154,6 +154,7 @@ pub struct LimitIdentity {
     rate: (u32, Duration),
     burst: u32,
     max_keys: usize,
+    case_sensitive: bool,
 }
 
 impl LimitIdentity {
@@ -164,6 +165,7 @@ impl LimitIdentity {
             rate: (limit.rate.count, limit.rate.per),
             burst: limit.burst,
             max_keys: limit.max_keys,
+            case_sensitive: limit.case_sensitive,
         }
     }
 }
@@ -254,7 +256,11 @@ impl LimitState {
 
 /// Whether a limit's key comes from the request body.
 pub fn reads_body(key: &LimitKey) -> bool {
-    matches!(key, LimitKey::Form(_))
+    match key {
+        LimitKey::Form(_) => true,
+        LimitKey::Any(sources) => sources.iter().any(reads_body),
+        _ => false,
+    }
 }
 
 /// `RateLimit-Policy` window of a limit: seconds to refill the whole burst, at least 1.
@@ -276,6 +282,8 @@ mod tests {
             burst,
             mode: LimitMode::Enforce,
             max_keys,
+            ban: true,
+            case_sensitive: false,
         }
     }
 

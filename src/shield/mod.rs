@@ -41,10 +41,21 @@ use limits::{LimitIdentity, LimitState, Verdict};
 /// Key kinds for string keys, so that a header and a cookie with the same value differ.
 const KIND_HEADER: u8 = 1;
 const KIND_COOKIE: u8 = 2;
-const KIND_QUERY: u8 = 3;
-const KIND_FORM: u8 = 4;
-/// The one key of every form body that cannot be read (too large, chunked, another type).
-const KIND_FORM_UNREADABLE: u8 = 5;
+/// A field value, whatever source it came from (`alice` from the body and from the query are
+/// one bucket).
+const KIND_FIELD: u8 = 4;
+/// The one key of every request whose field cannot be read.
+const KIND_UNREADABLE: u8 = 5;
+
+/// The key of a field; the flag says it is the shared unreadable key (whose refusals ban
+/// nobody: many clients share it).
+fn field_key(field: keys::Field, hasher: &RandomState) -> Option<(u64, bool)> {
+    match field {
+        keys::Field::Value(v) => Some((text_key(KIND_FIELD, &v, hasher), false)),
+        keys::Field::Unreadable => Some((text_key(KIND_UNREADABLE, b"", hasher), true)),
+        keys::Field::Absent => None,
+    }
+}
 
 /// State of the shield that outlives configuration generations.
 pub struct ShieldState {
@@ -82,6 +93,9 @@ pub struct CompiledLimit {
     pub name: Arc<str>,
     pub key: LimitKey,
     pub mode: LimitMode,
+    /// Refusals count toward a ban.
+    pub ban: bool,
+    pub case_sensitive: bool,
     pub state: Arc<LimitState>,
     refused: IntCounter,
     policy: Option<HeaderValue>,
@@ -137,6 +151,8 @@ impl Shield {
                     name: limit.name.as_str().into(),
                     key: limit.key.clone(),
                     mode: limit.mode,
+                    ban: limit.ban,
+                    case_sensitive: limit.case_sensitive,
                     state: bucket,
                     refused: metrics.rate_limited_total.with_label_values(&[&limit.name]),
                     policy: HeaderValue::from_str(&format!(
@@ -258,20 +274,22 @@ impl Shield {
             };
         }
 
-        // (limit, key, to charge)
-        let mut keyed: Vec<(&CompiledLimit, u64, bool)> = Vec::with_capacity(route_limits.len());
+        // (limit, key, shared key, to charge)
+        let mut keyed: Vec<(&CompiledLimit, u64, bool, bool)> =
+            Vec::with_capacity(route_limits.len());
         for limit in route_limits.iter().filter_map(|&i| self.limits.get(i)) {
-            if let Some(key) = self.key_of(limit, session, client_key, &form) {
-                keyed.push((limit, key, true));
+            if let Some((key, shared)) = self.key_of(limit, session, client_key, &form) {
+                keyed.push((limit, key, shared, true));
             }
         }
 
         // Ask every limit first. A dry_run limit that would refuse is counted, and not
         // charged, as it would not be if enforced.
-        for (limit, key, charge) in keyed.iter_mut() {
+        for (limit, key, shared, charge) in keyed.iter_mut() {
             if let Verdict::Refuse { wait, overflow } = limit.state.test(*key) {
                 *charge = false;
-                let refused = self.refused(limit, client_ip, client_key, wait, overflow, state);
+                let shared = *shared || overflow;
+                let refused = self.refused(limit, client_ip, client_key, wait, shared, state);
                 if refused.is_some() {
                     return refused;
                 }
@@ -279,9 +297,10 @@ impl Shield {
         }
         // Then charge them all. Another request may have taken the last token in between:
         // that limit refuses now.
-        for (limit, key, _) in keyed.iter().filter(|(_, _, charge)| *charge) {
+        for (limit, key, shared, _) in keyed.iter().filter(|(_, _, _, charge)| *charge) {
             if let Verdict::Refuse { wait, overflow } = limit.state.charge(*key) {
-                let refused = self.refused(limit, client_ip, client_key, wait, overflow, state);
+                let shared = *shared || overflow;
+                let refused = self.refused(limit, client_ip, client_key, wait, shared, state);
                 if refused.is_some() {
                     return refused;
                 }
@@ -290,18 +309,19 @@ impl Shield {
         None
     }
 
-    /// Count a refusal; `Some(answer)` unless the limit is in dry_run.
+    /// Count a refusal; `Some(answer)` unless the limit is in dry_run. `shared`: the bucket
+    /// is shared by many clients (the overflow bucket, the unreadable key).
     fn refused(
         &self,
         limit: &CompiledLimit,
         client_ip: IpAddr,
         client_key: u64,
         wait: Duration,
-        overflow: bool,
+        shared: bool,
         state: &mut RequestState,
     ) -> Option<Answer> {
         limit.state.refusals.fetch_add(1, Ordering::Relaxed);
-        if overflow {
+        if shared {
             limit
                 .state
                 .overflow_refusals
@@ -313,8 +333,9 @@ impl Shield {
             state.dry_run.get_or_insert_with(|| limit.name.clone());
             return None;
         }
-        // The overflow bucket is shared by many clients: it bans nobody.
-        if let (Some(rule), false) = (&self.ban, overflow) {
+        // Only limits that say so ban (by default those keyed by client_ip), and a bucket
+        // shared by many clients bans nobody.
+        if let (Some(rule), true, false) = (&self.ban, limit.ban, shared) {
             let prefix = self.ipv6_prefix;
             if self
                 .state
@@ -343,38 +364,78 @@ impl Shield {
     }
 
     /// The key of this request for a limit; None: the limit does not apply (no such header,
-    /// cookie, parameter or field).
+    /// cookie, parameter or field). A field that cannot be read (a body too large, chunked or
+    /// of another type, JSON that is not an object, a field given twice with different
+    /// values, sources that disagree) is charged to the limit's one shared unreadable key: a
+    /// form limit fails closed.
     fn key_of(
         &self,
         limit: &CompiledLimit,
         session: &Session,
         client_key: u64,
         form: &FormBody,
-    ) -> Option<u64> {
-        let req = session.req_header();
+    ) -> Option<(u64, bool)> {
         let hasher = &self.state.hasher;
         match &limit.key {
-            LimitKey::ClientIp => Some(client_key),
-            LimitKey::Global => Some(GLOBAL_KEY),
-            LimitKey::Header(name) => {
-                keys::header_value(&req.headers, name).map(|v| text_key(KIND_HEADER, v, hasher))
+            LimitKey::ClientIp => Some((client_key, false)),
+            LimitKey::Global => Some((GLOBAL_KEY, false)),
+            single @ (LimitKey::Header(_) | LimitKey::Cookie(_)) => {
+                let req = session.req_header();
+                let value = match single {
+                    LimitKey::Header(name) => keys::header_value(&req.headers, name),
+                    LimitKey::Cookie(name) => keys::cookie_value(&req.headers, name),
+                    _ => None,
+                };
+                let kind = if matches!(single, LimitKey::Header(_)) {
+                    KIND_HEADER
+                } else {
+                    KIND_COOKIE
+                };
+                value.map(|v| (text_key(kind, v, hasher), false))
             }
-            LimitKey::Cookie(name) => {
-                keys::cookie_value(&req.headers, name).map(|v| text_key(KIND_COOKIE, v, hasher))
+            LimitKey::Query(_) | LimitKey::Form(_) => {
+                field_key(self.field(limit, &limit.key, session, form), hasher)
             }
-            LimitKey::Query(name) => req
-                .uri
-                .query()
-                .and_then(|q| keys::urlencoded_value(q.as_bytes(), name))
-                .filter(|v| !v.is_empty())
-                .map(|v| text_key(KIND_QUERY, &v, hasher)),
-            LimitKey::Form(field) => match form {
-                FormBody::NotRead | FormBody::Empty => None,
-                FormBody::Unreadable => Some(text_key(KIND_FORM_UNREADABLE, b"", hasher)),
-                FormBody::Read { kind, bytes } => {
-                    keys::form_value(*kind, bytes, field).map(|v| text_key(KIND_FORM, &v, hasher))
-                }
-            },
+            LimitKey::Any(sources) => {
+                let fields = sources
+                    .iter()
+                    .map(|source| self.field(limit, source, session, form));
+                field_key(keys::combine(fields), hasher)
+            }
+        }
+    }
+
+    /// What one source says of a request. `form:` reads the body and the query string, as a
+    /// servlet's `getParameter` does (the query first).
+    fn field(
+        &self,
+        limit: &CompiledLimit,
+        source: &LimitKey,
+        session: &Session,
+        form: &FormBody,
+    ) -> keys::Field {
+        let req = session.req_header();
+        let m = keys::FieldMatch {
+            case_insensitive: !limit.case_sensitive,
+        };
+        let query = |name: &str| {
+            req.uri.query().map_or(keys::Field::Absent, |q| {
+                keys::query_field(q.as_bytes(), name, m)
+            })
+        };
+        match source {
+            LimitKey::Header(name) => keys::Field::of_text(keys::header_value(&req.headers, name)),
+            LimitKey::Cookie(name) => keys::Field::of_text(keys::cookie_value(&req.headers, name)),
+            LimitKey::Query(name) => query(name),
+            LimitKey::Form(name) => {
+                let body = match form {
+                    FormBody::NotRead | FormBody::Empty => keys::Field::Absent,
+                    FormBody::Unreadable => keys::Field::Unreadable,
+                    FormBody::Read { kind, bytes } => keys::form_field(*kind, bytes, name, m),
+                };
+                keys::combine([query(name), body])
+            }
+            LimitKey::ClientIp | LimitKey::Global | LimitKey::Any(_) => keys::Field::Absent,
         }
     }
 

@@ -282,6 +282,12 @@ fn server(ctx: &mut Ctx, r: RawServer) -> Server {
                     .map_err(|e: crate::path::UnknownPathMode| e.to_string())
             },
         ),
+        forwarded: ctx.or(
+            &p("forwarded"),
+            &r.forwarded,
+            crate::forwarded::ForwardedPolicy::Strip,
+            |s| s.parse(),
+        ),
     }
 }
 
