@@ -50,9 +50,17 @@ async fn run(waiters: usize, tenants: usize) {
         hold: Duration::from_secs(3600),
         max_waiting: waiters + 1,
         per_client_waiting: waiters + 1,
-        pass_ttl: Duration::from_secs(600),
+        pass: rempart::config::PassRule {
+            on_status: vec![(200, 399)],
+            on_cookie: None,
+            ttl: Duration::from_secs(600),
+            max_uses_per_minute: 30,
+            max_share: 0.5,
+        },
         ticket_ttl: Duration::from_secs(120),
-        secret: None,
+        secrets: Vec::new(),
+        tenants: None,
+        max_tenants_per_client: 2,
     };
     let metrics = Metrics::new().expect("metrics");
     let core = QueueCore::new(&config, &metrics);
@@ -62,7 +70,7 @@ async fn run(waiters: usize, tenants: usize) {
     let blocker = match core.arrive(Arrival {
         tenant: names[0].clone(),
         client: None,
-        pass: false,
+        pass: None,
         ticket_seq: None,
     }) {
         Entry::Admitted(slot) => slot,
@@ -81,7 +89,7 @@ async fn run(waiters: usize, tenants: usize) {
                 (i >> 8) as u8,
                 i as u8,
             ])),
-            pass: false,
+            pass: None,
             ticket_seq: None,
         });
         match entry {

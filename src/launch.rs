@@ -38,6 +38,8 @@ pub enum StartError {
     },
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    RuntimeDir(#[from] crate::runtime_dir::RuntimeDirError),
 }
 
 /// Client connection buffers: no read buffer below pingora's own (an idle keep-alive
@@ -84,18 +86,33 @@ fn server_conf(config: &Config, mode: Mode) -> ServerConf {
         daemon: mode.daemon,
         ..ServerConf::default()
     };
-    let tag = config.admin.address.port();
-    conf.pid_file = format!("/tmp/rempart-{tag}.pid");
-    conf.upgrade_sock = format!("/tmp/rempart-{tag}.upgrade.sock");
+    let (pid_file, upgrade_sock) = runtime_files(config);
+    conf.pid_file = pid_file.display().to_string();
+    conf.upgrade_sock = upgrade_sock.display().to_string();
     conf
+}
+
+/// The pid file and the upgrade socket, in `server.runtime_dir`, named after the admin port
+/// (so that instances on one machine do not share them).
+fn runtime_files(config: &Config) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = &config.server.runtime_dir;
+    let tag = config.admin.address.port();
+    (
+        dir.join(format!("rempart-{tag}.pid")),
+        dir.join(format!("rempart-{tag}.upgrade.sock")),
+    )
 }
 
 /// Build the pingora server for this configuration and run it until shutdown.
 pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
+    // The runtime directory first: it must be Rempart's alone before a socket goes there.
+    crate::runtime_dir::prepare(&config.server.runtime_dir)?;
+    crate::runtime_dir::check_socket(&runtime_files(&config).1)?;
+    let queue_key = crate::runtime_dir::queue_key(&config.server.runtime_dir)?;
     let admin_listener = bind_listeners(&config, mode)?;
     let conf = server_conf(&config, mode);
     let listeners = config.listeners.clone();
-    let runtime = Runtime::new(config)?;
+    let runtime = Runtime::with_queue_key(config, queue_key)?;
 
     let opt = Opt {
         upgrade: mode.upgrade,
@@ -182,6 +199,12 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
         },
     ));
 
+    if config_admin_token_missing(&runtime) {
+        tracing::warn!(
+            admin = %runtime.load().config.admin.address,
+            "the admin API has no token: any local user or process can drain datacenters and lift bans; set admin.token"
+        );
+    }
     install_startup_panic_guard();
     tracing::info!(
         listeners = ?listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
@@ -189,6 +212,10 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
     );
     server.run(RunArgs::default());
     Ok(())
+}
+
+fn config_admin_token_missing(runtime: &Runtime) -> bool {
+    runtime.load().config.admin.token.is_none()
 }
 
 /// pingora reports a listener it cannot build, or a certificate it cannot load, by panicking

@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod queue;
 pub mod reload;
 pub mod runtime;
+pub mod runtime_dir;
 pub mod shield;
 pub mod telemetry;
 pub mod tls;

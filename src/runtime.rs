@@ -97,6 +97,15 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(config: Config) -> Result<Arc<Self>, prometheus::Error> {
+        Self::with_queue_key(config, rand::random::<[u8; 32]>().to_vec())
+    }
+
+    /// A runtime whose login queues without `secrets` sign with `queue_key` (the key kept in
+    /// the runtime directory).
+    pub fn with_queue_key(
+        config: Config,
+        queue_key: Vec<u8>,
+    ) -> Result<Arc<Self>, prometheus::Error> {
         let metrics = Arc::new(Metrics::new()?);
         let access_log = Arc::new(AccessLog::new(config.server.access_log.clone()));
         let resolvers = config
@@ -110,7 +119,7 @@ impl Runtime {
             })
             .collect();
         let upstreams = Arc::new(Registry::new());
-        let queues = QueueRegistry::new();
+        let queues = QueueRegistry::with_key(queue_key);
         let shield_state = Arc::new(ShieldState::default());
         let snapshot = compile(
             Arc::new(config),
@@ -159,8 +168,21 @@ impl Runtime {
             &self.queues,
             &self.shield_state,
         );
-        self.snapshot.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.snapshot.store(snapshot.clone());
         self.metrics.config_generation.set(generation as i64);
+        // Connections from addresses this generation denies end now (HTTP/2: GOAWAY); idle
+        // keep-alive connections close, busy ones after their request.
+        let closed = self
+            .shield_state
+            .guards
+            .close_where(|ip| snapshot.shield.denied(crate::forwarded::canonical(ip)));
+        if closed > 0 {
+            tracing::info!(
+                connections = closed,
+                "closing connections from denied addresses"
+            );
+        }
         generation
     }
 

@@ -624,13 +624,45 @@ impl Rempart {
         path: &str,
         timeout: Duration,
     ) -> std::io::Result<http1::Answer> {
+        self.admin_request_with(method, path, &[], timeout)
+    }
+
+    /// An admin request as an operator's tool sends it: the token when there is one, and the
+    /// `X-Rempart-Admin: 1` header that marks a deliberate call on mutating methods.
+    fn admin_request_with(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        timeout: Duration,
+    ) -> std::io::Result<http1::Answer> {
         let auth;
         let mut headers: Vec<(&str, &str)> = Vec::new();
         if let Some(t) = &self.addrs.token {
             auth = format!("Bearer {t}");
             headers.push(("Authorization", &auth));
         }
+        if method != "GET" && method != "HEAD" {
+            headers.push(("X-Rempart-Admin", "1"));
+        }
+        headers.extend_from_slice(extra);
         http1::request(self.addrs.admin, method, path, &headers, b"", timeout)
+    }
+
+    /// An admin call with chosen headers only (no token, no `X-Rempart-Admin`), as a browser
+    /// or another client would make it: (status, body).
+    pub fn admin_raw(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        match http1::request(
+            self.addrs.admin,
+            method,
+            path,
+            headers,
+            b"",
+            Duration::from_secs(5),
+        ) {
+            Ok(a) => (a.status, a.text()),
+            Err(e) => panic!("admin {method} {path} failed: {e}"),
+        }
     }
 
     /// `GET` on the admin API, without panicking when nothing answers yet (for polls).

@@ -315,11 +315,12 @@ fn upgrade_hands_the_sockets_over_without_failing_a_request() {
         "load flows before the upgrade"
     );
 
+    let runtime_dir = stack.rempart.admin_json("/status")["runtime_dir"]
+        .as_str()
+        .map(PathBuf::from)
+        .expect("the runtime directory in /status");
     let mut new = stack.rempart.spawn_upgrade().expect("start rempart -u");
-    let sock = PathBuf::from(format!(
-        "/tmp/rempart-{}.upgrade.sock",
-        stack.ports.admin.port()
-    ));
+    let sock = runtime_dir.join(format!("rempart-{}.upgrade.sock", stack.ports.admin.port()));
     assert!(
         poll_until(Duration::from_secs(15), || sock.exists().then_some(())).is_some(),
         "the new process waits on {}: stderr {}",

@@ -17,7 +17,7 @@ const HOLD: &str = "3s";
 fn start(hold: &str, max_waiting: usize, per_client: usize) -> Stack {
     let origin = Origin::start("a1", &["--login-cost", "150ms"]);
     let extra = format!(
-        "login_queues:\n  logins:\n    concurrency: 1\n    tenant: header:X-ENT-UAI\n    hold: {hold}\n    max_waiting: {max_waiting}\n    per_client_waiting: {per_client}\n    pass_ttl: 10m\n    ticket_ttl: 2m\n    secret: test-secret\npages:\n  waiting_room: conf/pages/waiting-room.html\n"
+        "login_queues:\n  logins:\n    concurrency: 1\n    tenant: header:X-ENT-UAI\n    hold: {hold}\n    max_waiting: {max_waiting}\n    per_client_waiting: {per_client}\n    pass_ttl: 10m\n    ticket_ttl: 2m\n    secret: test-secret-for-the-queue\npages:\n  waiting_room: conf/pages/waiting-room.html\n"
     );
     Stack::start_with(
         vec![origin],
@@ -429,7 +429,7 @@ async fn over_http2_a_reset_stream_leaves_the_line_and_admission_works() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_pass_on_a_5xx_answer() {
+async fn a_pass_only_for_a_success_answer() {
     let origin = Origin::start("a1", &[]);
     let s = Stack::start_with(
         vec![origin],
@@ -447,8 +447,14 @@ async fn no_pass_on_a_5xx_answer() {
     let r = c.get(s.url("/status/404")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert!(
+        set_cookie(&r, "rempart_pass").is_none(),
+        "no pass on a 4xx (a wrong password is no login)"
+    );
+    let r = c.get(s.url("/status/200")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
         set_cookie(&r, "rempart_pass").is_some(),
-        "a 4xx is an answer: pass"
+        "a 2xx earns a pass (the default pass.on_status)"
     );
     // Slots are released when the request's log line is written, just after the answer.
     let released = poll_until(Duration::from_secs(5), || {
@@ -456,5 +462,5 @@ async fn no_pass_on_a_5xx_answer() {
         (st["in_flight"] == 0).then_some(st)
     });
     let st = released.unwrap_or_else(|| panic!("slots are released: {}", queue_status(&s)));
-    assert_eq!(st["admitted"], 2);
+    assert_eq!(st["admitted"], 3);
 }

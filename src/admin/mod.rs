@@ -26,6 +26,8 @@ use crate::runtime::Runtime;
 pub enum AdminError {
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("internal error: {0}")]
@@ -36,6 +38,7 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let status = match &self {
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -74,7 +77,86 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
         .route("/", get(dashboard))
         .merge(guarded)
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            runtime.clone(),
+            browser_guard,
+        ))
         .with_state(runtime)
+}
+
+/// What a web page in an operator's browser could otherwise do to the admin API: a
+/// cross-origin POST (drain a datacenter) or, through DNS rebinding, reading `/status` and
+/// `/config` under its own name. Every call but `/healthz` must name the admin host by IP
+/// literal, `localhost` or a name of `admin.allowed_hosts`; a call with an `Origin` must come
+/// from the admin host itself; and without a token, a call that changes something must carry
+/// `X-Rempart-Admin: 1` (which no form or simple request can send).
+async fn browser_guard(
+    State(runtime): State<Arc<Runtime>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, AdminError> {
+    if request.uri().path() == "/healthz" {
+        return Ok(next.run(request).await);
+    }
+    let snapshot = runtime.load();
+    let admin = &snapshot.config.admin;
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !host_allowed(host, &admin.allowed_hosts) {
+        return Err(AdminError::Forbidden(format!(
+            "Host {host:?} is not the admin address (use its IP, localhost, or list the name in admin.allowed_hosts)"
+        )));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| o.eq_ignore_ascii_case(host));
+        if !same {
+            return Err(AdminError::Forbidden(format!(
+                "cross-origin admin call from {origin:?} refused"
+            )));
+        }
+    }
+    let changes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if changes
+        && admin.token.is_none()
+        && headers
+            .get("x-rempart-admin")
+            .is_none_or(|v| v.as_bytes() != b"1")
+    {
+        return Err(AdminError::Forbidden(
+            "without admin.token, a call that changes something needs the header X-Rempart-Admin: 1".into(),
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+/// Whether a `Host` header names the admin API: an IP literal (no DNS name can be rebound to
+/// it), `localhost`, or an allowed name; any port.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, _)) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => return false,
+        }
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    if name.is_empty() {
+        return false;
+    }
+    let name = name.to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || allowed.contains(&name)
 }
 
 async fn not_found(request: Request) -> AdminError {
@@ -247,6 +329,21 @@ impl BackgroundService for AdminService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_that_cannot_be_rebound() {
+        let none: Vec<String> = vec![];
+        assert!(host_allowed("127.0.0.1:9901", &none));
+        assert!(host_allowed("[::1]:9901", &none));
+        assert!(host_allowed("localhost:9901", &none));
+        assert!(host_allowed("LOCALHOST", &none));
+        assert!(!host_allowed("evil.example", &none));
+        assert!(!host_allowed("evil.example:9901", &none));
+        assert!(!host_allowed("", &none));
+        assert!(!host_allowed("[evil]:1", &none));
+        let ops = vec!["edge-1.ops.example".to_string()];
+        assert!(host_allowed("edge-1.ops.example:9901", &ops));
+    }
 
     #[test]
     fn token_comparison() {

@@ -161,7 +161,8 @@ fn yaml_error(source: &Path, expanded: &env::Expanded, e: &serde_yaml::Error) ->
     ConfigErrors::one(source, line, "", message)
 }
 
-/// The document as JSON, with `admin.token` and `login_queues.*.secret` replaced by `"***"`.
+/// The document as JSON, with `admin.token` and `login_queues.*.secret` / `.secrets` replaced
+/// by `"***"`.
 fn masked(document: &serde_yaml::Value) -> serde_json::Value {
     let mut json = to_json(document);
     let hide = |v: &mut serde_json::Value| {
@@ -181,6 +182,11 @@ fn masked(document: &serde_yaml::Value) -> serde_json::Value {
         for queue in queues.values_mut() {
             if let Some(secret) = queue.get_mut("secret") {
                 hide(secret);
+            }
+            match queue.get_mut("secrets") {
+                Some(serde_json::Value::Array(list)) => list.iter_mut().for_each(hide),
+                Some(other) => hide(other),
+                None => {}
             }
         }
     }

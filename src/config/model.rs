@@ -71,6 +71,9 @@ pub struct Server {
     pub path_normalization: crate::path::PathMode,
     /// What happens to `Forwarded` and `X-Real-IP` from untrusted peers. Default: strip.
     pub forwarded: crate::forwarded::ForwardedPolicy,
+    /// Pid file, upgrade socket and the queues' key, private to Rempart's user. Default:
+    /// `/run/rempart` as root, else `$XDG_RUNTIME_DIR/rempart`, else `/tmp/rempart-UID`.
+    pub runtime_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +114,8 @@ pub struct Admin {
     pub address: SocketAddr,
     /// None when not set or empty.
     pub token: Option<Secret>,
+    /// Host names the admin API answers to besides IP literals and `localhost` (lowercase).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A string that never shows in logs, `Debug` or `/config`.
@@ -304,12 +309,46 @@ pub struct LoginQueue {
     pub max_waiting: usize,
     /// Default: 20
     pub per_client_waiting: usize,
-    /// Default: 10m
-    pub pass_ttl: Duration,
+    /// When an admitted request earns a pass, and what a pass may do.
+    pub pass: PassRule,
     /// Default: 2m
     pub ticket_ttl: Duration,
-    /// None when not set or empty.
-    pub secret: Option<Secret>,
+    /// HMAC keys of tickets and passes: the first signs, all verify (rotation). Empty: a key
+    /// kept in `server.runtime_dir`, generated once.
+    pub secrets: Vec<Secret>,
+    /// The tenants the operator knows; None: any name opens a tenant (capped per client).
+    pub tenants: Option<KnownTenants>,
+    /// Without a tenant list: tenants one client_ip may have in line at once; its requests
+    /// naming more go to the `unknown` tenant. Default: 2.
+    pub max_tenants_per_client: usize,
+}
+
+/// The tenants a queue knows: every other name (or none) is the one `unknown` tenant.
+#[derive(Debug, Clone)]
+pub struct KnownTenants {
+    /// Tenant code to weight (>= 1).
+    pub weights: std::sync::Arc<std::collections::HashMap<String, u32>>,
+    /// Weight of the `unknown` tenant. Default: 1.
+    pub unknown_weight: u32,
+    /// The file the list came from, if any (reloaded with the configuration).
+    pub file: Option<PathBuf>,
+}
+
+/// The pass: a signed cookie that lets a user in the middle of a login past the line.
+#[derive(Debug, Clone)]
+pub struct PassRule {
+    /// Statuses of the answer that earn a pass, as inclusive ranges. Default: 200-399.
+    pub on_status: Vec<(u16, u16)>,
+    /// And only when the answer sets this cookie (a session cookie on a successful login).
+    pub on_cookie: Option<String>,
+    /// Default: 10m (`pass_ttl` in older files).
+    pub ttl: Duration,
+    /// A pass used more often than this in a minute is ignored (the request queues as any).
+    /// Default: 30.
+    pub max_uses_per_minute: u32,
+    /// Requests with a pass take at most this share of the concurrency while others wait
+    /// (at least one slot). Default: 0.5.
+    pub max_share: f64,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -129,6 +129,7 @@ pub struct RawServer {
     pub watch_config: Value,
     pub path_normalization: Value,
     pub forwarded: Value,
+    pub runtime_dir: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +158,7 @@ pub struct RawCertificate {
 pub struct RawAdmin {
     pub address: Value,
     pub token: Value,
+    pub allowed_hosts: Option<Vec<Scalar>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +277,29 @@ pub struct RawLoginQueue {
     pub pass_ttl: Value,
     pub ticket_ttl: Value,
     pub secret: Value,
+    pub secrets: Option<Vec<Scalar>>,
+    pub secrets_file: Value,
+    pub tenants: Option<RawTenants>,
+    pub max_tenants_per_client: Value,
+    pub pass: Option<RawPass>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawTenants {
+    pub list: Option<Vec<Scalar>>,
+    pub file: Value,
+    pub unknown_weight: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawPass {
+    pub on_status: Option<Vec<Scalar>>,
+    pub on_cookie: Value,
+    pub ttl: Value,
+    pub max_uses_per_minute: Value,
+    pub max_share: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]

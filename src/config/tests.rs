@@ -251,7 +251,7 @@ fn the_spec_example_loads() {
     let q = &c.login_queues[0];
     assert_eq!(q.tenant, TenantSource::Header("x-ent-uai".into()));
     assert_eq!((q.adaptive.unwrap().min, q.adaptive.unwrap().max), (8, 512));
-    assert_eq!(q.secret, None);
+    assert!(q.secrets.is_empty());
     assert_eq!(q.ticket_ttl, Duration::from_secs(120));
 
     assert_eq!(
@@ -319,7 +319,7 @@ login_queues:
   q:
     tenant: path_segment:2
     tenant_weights: {{ 0123456A: 3, 12345: 2 }}
-    secret: k3y
+    secret: k3y-long-enough-16
 "
     );
     let c = parse(&text).unwrap_or_else(|e| panic!("{e}"));
@@ -342,7 +342,7 @@ login_queues:
     assert_eq!(q.tenant_weights.get("0123456A"), Some(&3));
     assert_eq!(q.tenant_weights.get("12345"), Some(&2));
     assert_eq!(q.concurrency, 64);
-    assert_eq!(q.secret, Some(Secret("k3y".into())));
+    assert_eq!(q.secrets, vec![Secret("k3y-long-enough-16".into())]);
     assert_eq!(c.masked["login_queues"]["q"]["secret"], "***");
     assert!(!format!("{:?}", c.login_queues).contains("k3y"));
 }

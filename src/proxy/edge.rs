@@ -12,7 +12,7 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::Stream;
+use pingora::protocols::{GetSocketDigest, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
@@ -134,6 +134,10 @@ impl ServerApp for Edge {
 
         let report: Arc<dyn guard::GuardReport> = metrics.clone();
         let (guard, control) = Guard::new(stream, settings, report);
+        // Known by its peer address while open, so that a request or a reload can end it.
+        let shield_state = self.runtime.shield_state.clone();
+        let _registered =
+            stream_peer(&guard).map(|peer| shield_state.guards.register(peer, control.clone()));
         if guard.is_h2() {
             // HTTP/2: pingora's connection handling, the guard watching its frames.
             let _ = control;
@@ -183,6 +187,12 @@ impl ServerApp for Edge {
     /// heads under way finish (their answer closes the connection) and closes idle connections
     /// itself.
     async fn cleanup(&self) {}
+}
+
+fn stream_peer(guard: &Guard) -> Option<SocketAddr> {
+    guard
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied())
 }
 
 fn count_closed(metrics: &Metrics, reason: &str) {

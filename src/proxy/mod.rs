@@ -321,6 +321,31 @@ impl ProxyHttp for RempartProxy {
                 .map(|v| v.as_bytes());
             ctx.client_ip = Some(forwarded::client_ip(peer, xff, &server.trusted_proxies));
         }
+        // shield.deny, per request: the peer (a reload may have denied it since the connection
+        // opened) and the client behind a trusted proxy.
+        let denied = [ctx.peer_ip, ctx.client_ip]
+            .into_iter()
+            .flatten()
+            .any(|ip| snapshot.shield.denied(ip));
+        if denied {
+            ctx.host = request_host(session.req_header());
+            let peer_denied = ctx.peer_ip.is_some_and(|ip| snapshot.shield.denied(ip));
+            let shield = snapshot.shield.clone();
+            ctx.snapshot = Some(snapshot);
+            let mut answer = Answer::new(Reason::Denied);
+            answer.close = true;
+            self.answer(session, ctx, answer).await;
+            if let (true, Some(peer)) =
+                (peer_denied, session.client_addr().and_then(|a| a.as_inet()))
+            {
+                // The connection itself is denied: HTTP/2 gets a GOAWAY after this answer.
+                shield
+                    .state
+                    .guards
+                    .close(peer, crate::shield::guard::CloseReason::Denied);
+            }
+            return Ok(true);
+        }
         let req = session.req_header();
         ctx.host = request_host(req);
         ctx.request_id = match req.headers.get("x-request-id") {

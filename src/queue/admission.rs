@@ -6,8 +6,14 @@
 //! One short mutex per queue guards the scheduler and the counts; it is never held across an
 //! await. A slot freed (or a limit raised, or a resume) hands the slot directly to the next
 //! waiter under that lock, so admission order is exactly the scheduler's order.
+//!
+//! What a client cannot do here: hold more than `per_client_waiting` places, open more than
+//! `max_tenants_per_client` tenants (without a tenant list), use a pass more than
+//! `max_uses_per_minute` times or take more than `max_share` of the slots with passes while
+//! others wait, or keep an early place for more than one request with one ticket (a ticket
+//! holds one place in line, and is spent once admitted).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,30 +56,108 @@ impl QueueMetrics {
     }
 }
 
+/// The tenant of every name a tenant list does not know (and of requests naming none then),
+/// and of a client's requests beyond `max_tenants_per_client`.
+pub const UNKNOWN_TENANT: &str = "unknown";
+
+/// Tickets remembered as spent (admitted once): a replay is an arrival like any other.
+const SPENT_TICKETS: usize = 100_000;
+/// Passes whose uses are counted at once; beyond, a new pass is not honoured this minute.
+const COUNTED_PASSES: usize = 100_000;
+
 /// Settings a reload may change.
 #[derive(Clone)]
 struct Settings {
     weights: Arc<HashMap<String, u32>>,
+    unknown_weight: u32,
     max_waiting: usize,
     per_client_waiting: usize,
+    /// None when a tenant list names the tenants.
+    max_tenants_per_client: Option<usize>,
+    pass_share: f64,
+    pass_uses_per_minute: u32,
 }
 
 struct Waiter {
     tx: oneshot::Sender<Slot>,
     client: Option<IpAddr>,
+    /// The tenant line it stands in (None: the passes line).
+    tenant: Option<Arc<str>>,
+    /// The ticket that gave it its place.
+    ticket: Option<u64>,
+    pass: bool,
+}
+
+/// Uses of each pass in the current minute.
+#[derive(Default)]
+struct PassUses {
+    minute: u64,
+    counts: HashMap<u64, u32>,
+}
+
+impl PassUses {
+    /// Count one use of pass `id`; false when it is over its uses this minute.
+    fn use_once(&mut self, id: u64, minute: u64, max: u32) -> bool {
+        if minute != self.minute {
+            self.minute = minute;
+            self.counts.clear();
+            self.counts.shrink_to(1024);
+        }
+        if !self.counts.contains_key(&id) && self.counts.len() >= COUNTED_PASSES {
+            return false;
+        }
+        let count = self.counts.entry(id).or_insert(0);
+        *count += 1;
+        *count <= max
+    }
+}
+
+/// Tickets already admitted once, the oldest forgotten first.
+#[derive(Default)]
+struct Spent {
+    order: VecDeque<u64>,
+    set: HashSet<u64>,
+}
+
+impl Spent {
+    fn insert(&mut self, seq: u64) {
+        if self.set.insert(seq) {
+            self.order.push_back(seq);
+            if self.order.len() > SPENT_TICKETS {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 struct State {
     settings: Settings,
     limiter: Limiter,
     in_flight: usize,
+    /// Of which admitted with a pass.
+    pass_in_flight: usize,
     paused: bool,
     line: Scheduler<Waiter>,
     per_client: HashMap<IpAddr, usize>,
+    /// The tenants each client has in line, with how many places.
+    client_tenants: HashMap<IpAddr, Vec<(Arc<str>, usize)>>,
+    /// Tickets whose place is in line now.
+    tickets_in_line: HashSet<u64>,
+    spent: Spent,
+    pass_uses: PassUses,
     next_id: u64,
     last_seq: u64,
     /// Moving average of upstream latency (seconds), for the wait estimate.
     latency: Option<f64>,
+}
+
+impl State {
+    /// Slots passes may hold while others wait: `max_share` of the limit, at least one.
+    fn pass_cap(&self) -> usize {
+        ((self.limiter.limit() as f64 * self.settings.pass_share).floor() as usize).max(1)
+    }
 }
 
 /// Counters shown by `/status`.
@@ -88,8 +172,6 @@ struct Counters {
 /// One queue's state, shared by every configuration generation that defines it.
 pub struct QueueCore {
     pub name: String,
-    /// HMAC key generated at start, used while the configuration gives none.
-    pub generated_key: [u8; 32],
     state: Mutex<State>,
     metrics: QueueMetrics,
     counters: Counters,
@@ -100,7 +182,8 @@ pub struct Arrival {
     pub tenant: Arc<str>,
     /// The per-client key (None: unknown, or exempt from `per_client_waiting`).
     pub client: Option<IpAddr>,
-    pub pass: bool,
+    /// The id of a valid pass brought along.
+    pub pass: Option<u64>,
     /// The arrival sequence of a valid ticket brought back.
     pub ticket_seq: Option<u64>,
 }
@@ -151,14 +234,18 @@ impl QueueCore {
     pub fn new(config: &QueueConfig, metrics: &Metrics) -> Arc<Self> {
         let core = Arc::new(QueueCore {
             name: config.name.clone(),
-            generated_key: rand::random(),
             state: Mutex::new(State {
                 settings: Self::settings(config),
                 limiter: Limiter::from_config(config),
                 in_flight: 0,
+                pass_in_flight: 0,
                 paused: false,
                 line: Scheduler::new(),
                 per_client: HashMap::new(),
+                client_tenants: HashMap::new(),
+                tickets_in_line: HashSet::new(),
+                spent: Spent::default(),
+                pass_uses: PassUses::default(),
                 next_id: 0,
                 last_seq: 0,
                 latency: None,
@@ -171,16 +258,27 @@ impl QueueCore {
     }
 
     fn settings(config: &QueueConfig) -> Settings {
-        Settings {
-            weights: Arc::new(
+        let weights = match &config.tenants {
+            Some(known) => known.weights.clone(),
+            None => Arc::new(
                 config
                     .tenant_weights
                     .iter()
                     .map(|(k, v)| (k.clone(), *v))
                     .collect(),
             ),
+        };
+        Settings {
+            weights,
+            unknown_weight: config.tenants.as_ref().map_or(1, |t| t.unknown_weight),
             max_waiting: config.max_waiting,
             per_client_waiting: config.per_client_waiting,
+            max_tenants_per_client: config
+                .tenants
+                .is_none()
+                .then_some(config.max_tenants_per_client),
+            pass_share: config.pass.max_share,
+            pass_uses_per_minute: config.pass.max_uses_per_minute,
         }
     }
 
@@ -208,13 +306,20 @@ impl QueueCore {
     /// Hand free slots to waiters, in the scheduler's order. Called under the lock.
     fn dispatch(self: &Arc<Self>, state: &mut State) {
         while !state.paused && state.in_flight < state.limiter.limit() {
-            let Some((_, _, waiter)) = state.line.pop() else {
+            let passes_first = state.pass_in_flight < state.pass_cap();
+            let Some((_, _, waiter)) = state.line.pop_with(passes_first) else {
                 break;
             };
-            Self::forget_client(state, waiter.client);
+            Self::forget(state, &waiter);
             state.in_flight += 1;
-            match waiter.tx.send(Slot::new(self.clone())) {
+            if waiter.pass {
+                state.pass_in_flight += 1;
+            }
+            match waiter.tx.send(Slot::new(self.clone(), waiter.pass)) {
                 Ok(()) => {
+                    if let Some(seq) = waiter.ticket {
+                        state.spent.insert(seq);
+                    }
                     self.counters.admitted.fetch_add(1, Ordering::Relaxed);
                     self.metrics.admitted.inc();
                 }
@@ -222,6 +327,9 @@ impl QueueCore {
                     // The waiter is gone (its cancellation is waiting for the lock).
                     slot.disarm();
                     state.in_flight -= 1;
+                    if waiter.pass {
+                        state.pass_in_flight -= 1;
+                    }
                 }
             }
         }
@@ -234,36 +342,89 @@ impl QueueCore {
         self.metrics.limit.set(state.limiter.limit() as i64);
     }
 
-    fn forget_client(state: &mut State, client: Option<IpAddr>) {
-        if let Some(ip) = client {
-            if let Some(count) = state.per_client.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    state.per_client.remove(&ip);
+    /// A waiter leaves the line: its client's counts, its tenant, its ticket.
+    fn forget(state: &mut State, waiter: &Waiter) {
+        if let Some(seq) = waiter.ticket {
+            state.tickets_in_line.remove(&seq);
+        }
+        let Some(ip) = waiter.client else {
+            return;
+        };
+        if let Some(count) = state.per_client.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                state.per_client.remove(&ip);
+            }
+        }
+        if let (Some(tenant), Some(tenants)) = (&waiter.tenant, state.client_tenants.get_mut(&ip)) {
+            if let Some(at) = tenants.iter().position(|(t, _)| t == tenant) {
+                tenants[at].1 -= 1;
+                if tenants[at].1 == 0 {
+                    tenants.swap_remove(at);
                 }
             }
+            if tenants.is_empty() {
+                state.client_tenants.remove(&ip);
+            }
+        }
+    }
+
+    /// The tenant line an arrival stands in: without a tenant list, a client with
+    /// `max_tenants_per_client` tenants in line already puts any other one in `unknown`.
+    fn tenant_for(state: &State, client: Option<IpAddr>, tenant: Arc<str>) -> Arc<str> {
+        let (Some(max), Some(ip)) = (state.settings.max_tenants_per_client, client) else {
+            return tenant;
+        };
+        match state.client_tenants.get(&ip) {
+            Some(tenants) if tenants.len() >= max && !tenants.iter().any(|(t, _)| *t == tenant) => {
+                Arc::from(UNKNOWN_TENANT)
+            }
+            _ => tenant,
         }
     }
 
     /// A request arrives on the queue.
     pub fn arrive(self: &Arc<Self>, arrival: Arrival) -> Entry {
         let mut state = self.lock();
-        let class = if arrival.pass {
+        let minute = now_micros() / 60_000_000;
+        let max_uses = state.settings.pass_uses_per_minute;
+        let pass = arrival
+            .pass
+            .is_some_and(|id| state.pass_uses.use_once(id, minute, max_uses));
+        let tenant = Self::tenant_for(&state, arrival.client, arrival.tenant.clone());
+        let class = if pass {
             Class::Pass
         } else {
-            Class::Tenant(arrival.tenant.clone())
+            Class::Tenant(tenant.clone())
         };
+        // A ticket holds one place: not while another request holds it, not once spent.
+        let ticket = arrival
+            .ticket_seq
+            .filter(|seq| !state.tickets_in_line.contains(seq) && !state.spent.set.contains(seq));
+        let tenants_waiting = state.line.len() - state.line.passes();
         let nobody_ahead = match class {
-            Class::Pass => state.line.passes() == 0,
-            Class::Tenant(_) => state.line.is_empty(),
+            Class::Pass => {
+                state.line.passes() == 0
+                    && (state.pass_in_flight < state.pass_cap() || tenants_waiting == 0)
+            }
+            Class::Tenant(_) => {
+                tenants_waiting == 0
+                    && (state.line.passes() == 0 || state.pass_in_flight >= state.pass_cap())
+            }
         };
         if !state.paused && nobody_ahead && state.in_flight < state.limiter.limit() {
             state.in_flight += 1;
+            if pass {
+                state.pass_in_flight += 1;
+            }
+            if let Some(seq) = ticket {
+                state.spent.insert(seq);
+            }
             self.counters.admitted.fetch_add(1, Ordering::Relaxed);
             self.metrics.admitted.inc();
             self.metrics.wait_seconds.observe(0.0);
             self.publish(&state);
-            return Entry::Admitted(Slot::new(self.clone()));
+            return Entry::Admitted(Slot::new(self.clone(), pass));
         }
         let per_client = arrival
             .client
@@ -278,27 +439,42 @@ impl QueueCore {
         }
         if let Some(ip) = arrival.client {
             *state.per_client.entry(ip).or_insert(0) += 1;
+            if !pass {
+                let tenants = state.client_tenants.entry(ip).or_default();
+                match tenants.iter_mut().find(|(t, _)| *t == tenant) {
+                    Some((_, count)) => *count += 1,
+                    None => tenants.push((tenant.clone(), 1)),
+                }
+            }
         }
         let now = now_micros();
         let fresh_seq = now.max(state.last_seq + 1);
-        let seq = match arrival.ticket_seq {
-            Some(seq) if seq <= state.last_seq.max(now) => seq,
+        let seq = match ticket {
+            Some(seq) if seq <= state.last_seq.max(now) => {
+                state.tickets_in_line.insert(seq);
+                seq
+            }
             _ => {
                 state.last_seq = fresh_seq;
                 fresh_seq
             }
         };
+        let kept_ticket = (Some(seq) == ticket).then_some(seq);
         state.next_id += 1;
         let key = Key {
             seq,
             id: state.next_id,
         };
-        let weight = state
-            .settings
-            .weights
-            .get(arrival.tenant.as_ref())
-            .copied()
-            .unwrap_or(1);
+        let weight = if &*tenant == UNKNOWN_TENANT {
+            state.settings.unknown_weight
+        } else {
+            state
+                .settings
+                .weights
+                .get(tenant.as_ref())
+                .copied()
+                .unwrap_or(1)
+        };
         let (tx, rx) = oneshot::channel();
         state.line.push(
             &class,
@@ -307,6 +483,9 @@ impl QueueCore {
             Waiter {
                 tx,
                 client: arrival.client,
+                tenant: (!pass).then(|| tenant.clone()),
+                ticket: kept_ticket,
+                pass,
             },
         );
         self.dispatch(&mut state);
@@ -315,7 +494,6 @@ impl QueueCore {
             rx,
             class,
             key,
-            client: arrival.client,
             since: Instant::now(),
             armed: true,
         })
@@ -329,11 +507,11 @@ impl QueueCore {
     }
 
     /// Take a waiter out of line. Returns its place when it was still in line.
-    fn cancel(&self, class: &Class, key: Key, client: Option<IpAddr>) -> Option<Expired> {
+    fn cancel(&self, class: &Class, key: Key) -> Option<Expired> {
         let mut state = self.lock();
         let position = state.line.position(class, key);
-        state.line.remove(class, key)?;
-        Self::forget_client(&mut state, client);
+        let waiter = state.line.remove(class, key)?;
+        Self::forget(&mut state, &waiter);
         let eta_seconds = Self::eta(&state, position);
         self.publish(&state);
         Some(Expired {
@@ -344,9 +522,12 @@ impl QueueCore {
     }
 
     /// A slot comes back, with a latency sample when the upstream answered well.
-    fn release(self: &Arc<Self>, sample: Option<Duration>) {
+    fn release(self: &Arc<Self>, sample: Option<Duration>, pass: bool) {
         let mut state = self.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
+        if pass {
+            state.pass_in_flight = state.pass_in_flight.saturating_sub(1);
+        }
         if let Some(latency) = sample {
             let secs = latency.as_secs_f64();
             state.latency = Some(match state.latency {
@@ -394,7 +575,6 @@ pub struct Waiting {
     rx: oneshot::Receiver<Slot>,
     class: Class,
     key: Key,
-    client: Option<IpAddr>,
     since: Instant,
     armed: bool,
 }
@@ -414,7 +594,7 @@ impl Waiting {
             // the hold running out.
             Ok(Err(_)) | Err(_) => {
                 self.armed = false;
-                match self.core.cancel(&self.class, self.key, self.client) {
+                match self.core.cancel(&self.class, self.key) {
                     Some(expired) => {
                         self.core.counters.timed_out.fetch_add(1, Ordering::Relaxed);
                         self.core.metrics.waiting_room.inc();
@@ -446,12 +626,7 @@ impl Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if self.armed
-            && self
-                .core
-                .cancel(&self.class, self.key, self.client)
-                .is_some()
-        {
+        if self.armed && self.core.cancel(&self.class, self.key).is_some() {
             self.core.counters.abandoned.fetch_add(1, Ordering::Relaxed);
             self.core.metrics.abandoned.inc();
         }
@@ -461,11 +636,21 @@ impl Drop for Waiting {
 /// Permission to have one request in flight to the upstream; released when dropped.
 pub struct Slot {
     core: Option<Arc<QueueCore>>,
+    /// Admitted with a pass (counted against the passes' share).
+    pass: bool,
 }
 
 impl Slot {
-    fn new(core: Arc<QueueCore>) -> Self {
-        Slot { core: Some(core) }
+    fn new(core: Arc<QueueCore>, pass: bool) -> Self {
+        Slot {
+            core: Some(core),
+            pass,
+        }
+    }
+
+    /// Whether this slot was given to a request with a pass.
+    pub fn with_pass(&self) -> bool {
+        self.pass
     }
 
     fn disarm(&mut self) {
@@ -475,7 +660,7 @@ impl Slot {
     /// Release with a latency sample (an answer that was not a 5xx).
     pub fn complete(mut self, latency: Option<Duration>) {
         if let Some(core) = self.core.take() {
-            core.release(latency);
+            core.release(latency, self.pass);
         }
     }
 }
@@ -483,7 +668,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(core) = self.core.take() {
-            core.release(None);
+            core.release(None, self.pass);
         }
     }
 }

@@ -27,7 +27,9 @@ use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 
-pub use admission::{Arrival, Entry, Expired, QueueCore, QueueStatus, Slot, Waiting};
+pub use admission::{
+    Arrival, Entry, Expired, QueueCore, QueueStatus, Slot, Waiting, UNKNOWN_TENANT,
+};
 
 use crate::answer::Answer;
 use crate::config::{Config, LoginQueue as QueueConfig, TenantSource};
@@ -40,14 +42,30 @@ pub const DEFAULT_TENANT: &str = "default";
 const MAX_TENANT_LEN: usize = 64;
 
 /// The long-lived state of every queue, by name; owned by the runtime.
-#[derive(Default)]
 pub struct QueueRegistry {
     cores: Mutex<HashMap<String, Arc<QueueCore>>>,
+    /// The key that signs tickets and passes of queues configured without `secrets`: kept in
+    /// `server.runtime_dir`, so that a restart or an upgrade keeps every place in line.
+    key: Vec<u8>,
+}
+
+impl Default for QueueRegistry {
+    fn default() -> Self {
+        Self::with_key(rand::random::<[u8; 32]>().to_vec())
+    }
 }
 
 impl QueueRegistry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A registry whose queues without `secrets` sign with `key`.
+    pub fn with_key(key: Vec<u8>) -> Self {
+        QueueRegistry {
+            cores: Mutex::new(HashMap::new()),
+            key,
+        }
     }
 
     /// The core of this queue, created on first sight, reconfigured otherwise.
@@ -102,14 +120,15 @@ impl LoginQueue {
             .iter()
             .map(|q| {
                 let core = registry.core(q, metrics);
-                let key: Vec<u8> = match &q.secret {
-                    Some(secret) => secret.0.as_bytes().to_vec(),
-                    None => core.generated_key.to_vec(),
+                let keys: Vec<Vec<u8>> = if q.secrets.is_empty() {
+                    vec![registry.key.clone()]
+                } else {
+                    q.secrets.iter().map(|s| s.0.as_bytes().to_vec()).collect()
                 };
                 LoginQueue {
                     name: q.name.clone(),
                     config: q.clone(),
-                    signer: Signer::new(&key, &q.name),
+                    signer: Signer::with_keys(keys, &q.name),
                     core,
                     page: config.pages.waiting_room.as_ref().map(|p| p.html.clone()),
                     allow: config.shield.allow.clone(),
@@ -119,9 +138,14 @@ impl LoginQueue {
             .collect()
     }
 
-    /// The tenant a request belongs to.
+    /// The tenant a request belongs to: with a tenant list, a name it does not know (or no
+    /// name) is the one `unknown` tenant.
     pub fn tenant_of(&self, req: &RequestHeader, host: &str) -> Arc<str> {
-        Arc::from(tenant_from(&self.config.tenant, req, host))
+        let name = tenant_from(&self.config.tenant, req, host);
+        match &self.config.tenants {
+            Some(known) if !known.weights.contains_key(name) => Arc::from(UNKNOWN_TENANT),
+            _ => Arc::from(name),
+        }
     }
 
     /// The key counted against `per_client_waiting`: None for allowed clients.
@@ -157,14 +181,14 @@ impl LoginQueue {
         let now = unix_now();
         let cookies = || req.headers.get_all(COOKIE).iter().map(|v| v.as_bytes());
         let pass = cookie(cookies(), PASS_COOKIE)
-            .is_some_and(|v| self.signer.check_pass(v, &prefix, &tenant, now));
+            .and_then(|v| self.signer.check_pass_id(v, &prefix, &tenant, now));
         let ticket = cookie(cookies(), TICKET_COOKIE)
             .and_then(|v| self.signer.check_ticket(v, &prefix, &tenant, now));
         state.queue = Some(self.clone());
         state.tenant = Some(tenant.clone());
         state.prefix = prefix;
         state.tls = tls;
-        state.had_pass = pass;
+        state.had_pass = pass.is_some();
         state.had_ticket = ticket.is_some();
 
         let entry = self.core.arrive(Arrival {
@@ -294,6 +318,33 @@ fn sanitize_tenant(raw: Option<&str>) -> &str {
     }
 }
 
+/// Whether an answer is the success that earns a pass: a status of `on_status`, and, when
+/// named, the `on_cookie` cookie set to a value.
+pub fn earns_pass(rule: &crate::config::PassRule, response: &ResponseHeader) -> bool {
+    let status = response.status.as_u16();
+    if !rule
+        .on_status
+        .iter()
+        .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    {
+        return false;
+    }
+    let Some(name) = &rule.on_cookie else {
+        return true;
+    };
+    response.headers.get_all(SET_COOKIE).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b';')
+            .next()
+            .and_then(|pair| {
+                let eq = pair.iter().position(|b| *b == b'=')?;
+                let (k, v) = pair.split_at(eq);
+                Some(k.trim_ascii() == name.as_bytes() && v.len() > 1)
+            })
+            .unwrap_or(false)
+    })
+}
+
 /// The outcome of [`LoginQueue::enter`].
 pub enum Admission {
     Admitted,
@@ -321,18 +372,20 @@ impl RequestState {
         self.waited.map(|d| d.as_secs_f64() * 1000.0)
     }
 
-    /// On the upstream's answer to an admitted request: a pass unless it is a 5xx, and the
+    /// On the upstream's answer to an admitted request: a pass when the answer is the success
+    /// the operator named (`pass.on_status`, and the `pass.on_cookie` cookie set), and the
     /// ticket it came with is spent.
     pub fn response(&self, response: &mut ResponseHeader) {
         let (Some(_), Some(queue), Some(tenant)) = (&self.slot, &self.queue, &self.tenant) else {
             return;
         };
-        if response.status.is_server_error() {
-            return;
-        }
-        if !self.had_pass {
-            let ttl = queue.config.pass_ttl.as_secs().max(1);
-            let value = queue.signer.pass(tenant, &self.prefix, unix_now() + ttl);
+        let rule = &queue.config.pass;
+        if !self.had_pass && earns_pass(rule, response) {
+            let ttl = rule.ttl.as_secs().max(1);
+            let value =
+                queue
+                    .signer
+                    .pass_with_id(tenant, &self.prefix, unix_now() + ttl, rand::random());
             if let Ok(v) = HeaderValue::from_str(&set_cookie(PASS_COOKIE, &value, ttl, self.tls)) {
                 let _ = response.append_header(SET_COOKIE, v);
             }

@@ -1,6 +1,7 @@
-//! The order of the line: requests holding a pass first (FIFO), then new arrivals by deficit
-//! round robin across tenants (quantum = the tenant's weight, each request costs 1), first
-//! come first served inside a tenant.
+//! The order of the line: requests holding a pass first (FIFO) while passes are under their
+//! share of the concurrency (the caller says so), then new arrivals by deficit round robin
+//! across tenants (quantum = the tenant's weight, each request costs 1), first come first
+//! served inside a tenant.
 //!
 //! Every operation is O(1) amortised except the rare insertion of a returning ticket holder
 //! in the middle of its tenant's line (a binary search and a shift). Cancellation (a client that
@@ -202,9 +203,18 @@ impl<T> Scheduler<T> {
 
     /// The next waiter to admit, with its class.
     pub fn pop(&mut self) -> Option<(Class, Key, T)> {
-        if let Some((key, item)) = self.passes.pop() {
-            self.live -= 1;
-            return Some((Class::Pass, key, item));
+        self.pop_with(true)
+    }
+
+    /// The next waiter to admit; passes go first only when `passes_first` (they are under
+    /// their share), else only when no tenant waits.
+    pub fn pop_with(&mut self, passes_first: bool) -> Option<(Class, Key, T)> {
+        let tenants_waiting = self.live > self.passes.live;
+        if passes_first || !tenants_waiting {
+            if let Some((key, item)) = self.passes.pop() {
+                self.live -= 1;
+                return Some((Class::Pass, key, item));
+            }
         }
         loop {
             let (tenant, epoch) = self.ring.front()?.clone();

@@ -21,9 +21,17 @@ fn config(concurrency: usize) -> QueueConfig {
         hold: Duration::from_secs(15),
         max_waiting: 100_000,
         per_client_waiting: 1_000_000,
-        pass_ttl: Duration::from_secs(600),
+        pass: crate::config::PassRule {
+            on_status: vec![(200, 399)],
+            on_cookie: None,
+            ttl: Duration::from_secs(600),
+            max_uses_per_minute: 30,
+            max_share: 0.5,
+        },
         ticket_ttl: Duration::from_secs(120),
-        secret: None,
+        secrets: Vec::new(),
+        tenants: None,
+        max_tenants_per_client: 1_000_000,
     }
 }
 
@@ -36,7 +44,7 @@ fn arrival(tenant: &str) -> Arrival {
     Arrival {
         tenant: Arc::from(tenant),
         client: None,
-        pass: false,
+        pass: None,
         ticket_seq: None,
     }
 }
@@ -138,7 +146,7 @@ async fn passes_and_tickets_go_first() {
         panic!()
     };
     let Entry::Waiting(pass) = core.arrive(Arrival {
-        pass: true,
+        pass: Some(1),
         ..arrival("b")
     }) else {
         panic!()
@@ -154,6 +162,166 @@ async fn passes_and_tickets_go_first() {
     assert_eq!(core.status(5).waiting, 1);
     drop(second);
     third.await.unwrap().expect("then the later arrival");
+}
+
+#[tokio::test(start_paused = true)]
+async fn passes_take_at_most_their_share_while_others_wait() {
+    let mut cfg = config(4);
+    cfg.pass.max_share = 0.5;
+    let core = core(&cfg);
+    let blockers: Vec<Slot> = (0..4)
+        .map(|_| admitted(core.arrive(arrival("x"))))
+        .collect();
+    let mut waiting = Vec::new();
+    for i in 0..6 {
+        let Entry::Waiting(w) = core.arrive(Arrival {
+            pass: Some(100 + i),
+            ..arrival("p")
+        }) else {
+            panic!()
+        };
+        waiting.push(("pass", w));
+    }
+    for _ in 0..6 {
+        let Entry::Waiting(w) = core.arrive(arrival("school")) else {
+            panic!()
+        };
+        waiting.push(("school", w));
+    }
+    drop(blockers);
+    // Four slots free: two for passes (half of 4), two for the school, though passes come
+    // first in line.
+    let mut admitted_now = Vec::new();
+    let mut still = Vec::new();
+    for (who, w) in waiting {
+        match tokio::time::timeout(Duration::from_millis(1), w.wait(Duration::from_secs(60))).await
+        {
+            Ok(Ok(slot)) => admitted_now.push((who, slot)),
+            _ => still.push(who),
+        }
+    }
+    let passes = admitted_now.iter().filter(|(w, _)| *w == "pass").count();
+    assert_eq!((passes, admitted_now.len()), (2, 4), "{still:?}");
+    assert!(admitted_now
+        .iter()
+        .filter(|(w, _)| *w == "pass")
+        .all(|(_, s)| s.with_pass()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn passes_alone_may_use_every_slot() {
+    let core = core(&config(3));
+    let slots: Vec<Slot> = (0..3)
+        .map(|i| {
+            admitted(core.arrive(Arrival {
+                pass: Some(i),
+                ..arrival("p")
+            }))
+        })
+        .collect();
+    assert!(
+        slots.iter().all(Slot::with_pass),
+        "nobody else waits: no cap"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_used_too_often_queues_as_anyone() {
+    let mut cfg = config(1);
+    cfg.pass.max_uses_per_minute = 3;
+    let core = core(&cfg);
+    let _blocker = admitted(core.arrive(arrival("x")));
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(core.arrive(Arrival {
+            pass: Some(42),
+            ..arrival("a")
+        }));
+    }
+    let st = core.status(5);
+    assert_eq!((st.passes_waiting, st.waiting), (3, 5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ticket_holds_one_place_and_is_spent_once_admitted() {
+    let core = core(&config(1));
+    let order = admission_order(
+        &core,
+        vec![
+            ("fresh".into(), arrival("a")),
+            (
+                "ticket".into(),
+                Arrival {
+                    ticket_seq: Some(1),
+                    ..arrival("a")
+                },
+            ),
+            (
+                "same ticket".into(),
+                Arrival {
+                    ticket_seq: Some(1),
+                    ..arrival("a")
+                },
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(order, vec!["ticket", "fresh", "same ticket"]);
+    // Admitted once, the ticket is spent: brought back, it is an arrival like any other.
+    let order = admission_order(
+        &core,
+        vec![
+            ("fresh".into(), arrival("a")),
+            (
+                "replayed".into(),
+                Arrival {
+                    ticket_seq: Some(1),
+                    ..arrival("a")
+                },
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(order, vec!["fresh", "replayed"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_client_opens_at_most_its_share_of_tenants() {
+    let mut cfg = config(1);
+    cfg.max_tenants_per_client = 2;
+    let core = core(&cfg);
+    let _blocker = admitted(core.arrive(arrival("x")));
+    let ip: IpAddr = "10.0.0.9".parse().unwrap();
+    let mut held = Vec::new();
+    for i in 0..6 {
+        held.push(core.arrive(Arrival {
+            client: Some(ip),
+            ..arrival(&format!("invented{i}"))
+        }));
+    }
+    let st = core.status(10);
+    let mut tenants: Vec<(String, usize)> = st
+        .top_tenants
+        .iter()
+        .map(|(t, n)| (t.to_string(), *n))
+        .collect();
+    tenants.sort();
+    assert_eq!(
+        tenants,
+        vec![
+            ("invented0".to_string(), 1),
+            ("invented1".to_string(), 1),
+            ("unknown".to_string(), 4)
+        ]
+    );
+    // Once its places are gone, the client may name others.
+    drop(held);
+    assert_eq!(core.status(5).waiting, 0);
+    let _again = core.arrive(Arrival {
+        client: Some(ip),
+        ..arrival("invented5")
+    });
+    assert_eq!(core.status(5).top_tenants[0].0.as_ref(), "invented5");
 }
 
 #[tokio::test(start_paused = true)]

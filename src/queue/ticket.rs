@@ -23,10 +23,11 @@ const MAX_VALUE: usize = 512;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Signs and checks one queue's cookies.
+/// Signs and checks one queue's cookies: the first key signs, every key verifies (so keys can
+/// be rotated: add the new one first, drop the old one once its cookies have expired).
 #[derive(Clone)]
 pub struct Signer {
-    key: Vec<u8>,
+    keys: Vec<Vec<u8>>,
     queue: String,
 }
 
@@ -76,15 +77,24 @@ pub fn address_prefix(ip: Option<IpAddr>) -> String {
 
 impl Signer {
     pub fn new(key: &[u8], queue: &str) -> Self {
+        Self::with_keys(vec![key.to_vec()], queue)
+    }
+
+    /// A signer with several keys, the first one signing.
+    pub fn with_keys(keys: Vec<Vec<u8>>, queue: &str) -> Self {
         Signer {
-            key: key.to_vec(),
+            keys,
             queue: queue.to_string(),
         }
     }
 
-    fn mac(&self) -> Option<HmacSha256> {
+    fn mac_with(key: &[u8]) -> Option<HmacSha256> {
         // HMAC takes keys of any length: this never fails.
-        HmacSha256::new_from_slice(&self.key).ok()
+        HmacSha256::new_from_slice(key).ok()
+    }
+
+    fn mac(&self) -> Option<HmacSha256> {
+        Self::mac_with(self.keys.first()?)
     }
 
     fn payload(&self, kind: Kind, expires: u64, prefix: &str, seq: u64, tenant: &str) -> String {
@@ -116,9 +126,15 @@ impl Signer {
         let (payload, tag) = value.split_once('.')?;
         let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        let mut mac = self.mac()?;
-        mac.update(&payload);
-        mac.verify_slice(&tag).ok()?;
+        let verified = self.keys.iter().any(|key| {
+            Self::mac_with(key).is_some_and(|mut mac| {
+                mac.update(&payload);
+                mac.verify_slice(&tag).is_ok()
+            })
+        });
+        if !verified {
+            return None;
+        }
         String::from_utf8(payload).ok()
     }
 
@@ -155,7 +171,12 @@ impl Signer {
     }
 
     pub fn pass(&self, tenant: &str, prefix: &str, expires: u64) -> String {
-        self.sign(&self.payload(Kind::Pass, expires, prefix, 0, tenant))
+        self.pass_with_id(tenant, prefix, expires, 0)
+    }
+
+    /// A pass with an id, by which its uses are counted.
+    pub fn pass_with_id(&self, tenant: &str, prefix: &str, expires: u64, id: u64) -> String {
+        self.sign(&self.payload(Kind::Pass, expires, prefix, id, tenant))
     }
 
     /// The ticket in `value`, when it is this queue's, for this prefix and tenant, not expired.
@@ -172,7 +193,13 @@ impl Signer {
 
     /// Whether `value` is a valid pass of this queue for this prefix and tenant.
     pub fn check_pass(&self, value: &str, prefix: &str, tenant: &str, now: u64) -> bool {
-        self.check(Kind::Pass, value, prefix, tenant, now).is_some()
+        self.check_pass_id(value, prefix, tenant, now).is_some()
+    }
+
+    /// The id of a valid pass.
+    pub fn check_pass_id(&self, value: &str, prefix: &str, tenant: &str, now: u64) -> Option<u64> {
+        self.check(Kind::Pass, value, prefix, tenant, now)
+            .map(|(id, _)| id)
     }
 }
 
@@ -206,6 +233,30 @@ mod tests {
     use super::*;
 
     const PREFIX: &str = "10.1.2.0/24";
+
+    #[test]
+    fn rotated_keys_verify_and_the_first_signs() {
+        let old = Signer::new(b"old-key-0123456789", "logins");
+        let v = old.ticket(7, "A", PREFIX, 1000);
+        let rotated = Signer::with_keys(
+            vec![
+                b"new-key-0123456789".to_vec(),
+                b"old-key-0123456789".to_vec(),
+            ],
+            "logins",
+        );
+        assert!(
+            rotated.check_ticket(&v, PREFIX, "A", 1).is_some(),
+            "old cookies still verify"
+        );
+        let fresh = rotated.ticket(8, "A", PREFIX, 1000);
+        assert!(
+            old.check_ticket(&fresh, PREFIX, "A", 1).is_none(),
+            "the new key signs"
+        );
+        let pass = rotated.pass_with_id("A", PREFIX, 1000, 99);
+        assert_eq!(rotated.check_pass_id(&pass, PREFIX, "A", 1), Some(99));
+    }
 
     #[test]
     fn ticket_round_trip() {

@@ -63,6 +63,8 @@ pub struct ShieldState {
     limits: Mutex<HashMap<LimitIdentity, Arc<LimitState>>>,
     pub bans: BanList,
     pub connections: Arc<ConnectionTable>,
+    /// The guards of open connections, to end them from a request or a reload.
+    pub guards: guard::Registry,
     /// Keys strings and long IPv6 prefixes; random per process, stable across reloads.
     pub hasher: RandomState,
 }
@@ -73,6 +75,7 @@ impl Default for ShieldState {
             limits: Mutex::new(HashMap::new()),
             bans: BanList::default(),
             connections: Arc::new(ConnectionTable::default()),
+            guards: guard::Registry::default(),
             hasher: RandomState::new(),
         }
     }
@@ -209,9 +212,14 @@ impl Shield {
         ip_key(ip, self.ipv6_prefix, &self.state.hasher)
     }
 
+    /// Whether `shield.deny` refuses this address (and `shield.allow` does not exempt it).
+    pub fn denied(&self, ip: IpAddr) -> bool {
+        !self.deny.is_empty() && self.deny.iter().any(|net| net.contains(&ip)) && !self.allowed(ip)
+    }
+
     /// Accept time, before TLS: deny CIDRs, then the caps against the connections open now.
     pub fn refuse_connection(&self, ip: IpAddr) -> Option<Refusal> {
-        if self.deny.iter().any(|net| net.contains(&ip)) && !self.allowed(ip) {
+        if self.denied(ip) {
             return Some(Refusal::Denied);
         }
         self.state

@@ -282,6 +282,9 @@ fn server(ctx: &mut Ctx, r: RawServer) -> Server {
                     .map_err(|e: crate::path::UnknownPathMode| e.to_string())
             },
         ),
+        runtime_dir: ctx
+            .opt(&p("runtime_dir"), &r.runtime_dir, file_path)
+            .unwrap_or_else(crate::runtime_dir::default_dir),
         forwarded: ctx.or(
             &p("forwarded"),
             &r.forwarded,
@@ -391,7 +394,31 @@ fn admin(ctx: &mut Ctx, r: RawAdmin, listeners: &[Listener]) -> Admin {
         .token
         .filter(|t| !t.as_str().is_empty())
         .map(|t| Secret(t.0));
-    Admin { address, token }
+    if token.is_none() && !address.ip().is_loopback() {
+        ctx.error(
+            "admin.address",
+            format!(
+                "{address} is not a loopback address: set admin.token (anyone who reaches the admin API can drain datacenters and lift bans)"
+            ),
+        );
+    }
+    let mut allowed_hosts = Vec::new();
+    for (i, h) in r.allowed_hosts.unwrap_or_default().into_iter().enumerate() {
+        let host = h.as_str().trim().to_ascii_lowercase();
+        if host.is_empty() || host.contains(['/', ' ', ':']) {
+            ctx.error(
+                &join_index("admin.allowed_hosts", i),
+                format!("invalid host name {:?}: a name without port", h.as_str()),
+            );
+        } else {
+            allowed_hosts.push(host);
+        }
+    }
+    Admin {
+        address,
+        token,
+        allowed_hosts,
+    }
 }
 
 /// Reports an entry whose name is bad or already taken; false for a name already taken (a bad

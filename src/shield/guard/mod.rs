@@ -360,9 +360,13 @@ impl Guard {
         });
     }
 
-    /// A close requested through the control.
+    /// A close requested through the control. An HTTP/1 request under way finishes first
+    /// (its answer closes the connection); the close comes before the next one.
     fn take_kill(&mut self) {
         let code = self.control.kill.load(Ordering::Acquire);
+        if code != 0 && !self.is_h2() && self.control.phase.load(Ordering::Acquire) == BODY {
+            return;
+        }
         if code != 0 && self.closing.is_none() {
             if let Some(reason) = CloseReason::from_u8(code) {
                 self.close(reason);
@@ -842,6 +846,63 @@ impl GetSocketDigest for Guard {
 
 #[async_trait]
 impl Peek for Guard {}
+
+/// The guards of the open connections, by peer address (unique while a connection is open),
+/// so that a request or a reload can end a connection: an HTTP/2 connection from an address a
+/// reload denied gets a GOAWAY.
+#[derive(Default)]
+pub struct Registry {
+    open: dashmap::DashMap<std::net::SocketAddr, Arc<Control>>,
+}
+
+/// A connection in the registry, removed when dropped.
+pub struct Registered<'a> {
+    registry: &'a Registry,
+    peer: std::net::SocketAddr,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.registry.open.remove(&self.peer);
+    }
+}
+
+impl Registry {
+    pub fn register(&self, peer: std::net::SocketAddr, control: Arc<Control>) -> Registered<'_> {
+        self.open.insert(peer, control);
+        Registered {
+            registry: self,
+            peer,
+        }
+    }
+
+    /// Close the connection from `peer`, if open.
+    pub fn close(&self, peer: &std::net::SocketAddr, reason: CloseReason) {
+        if let Some(control) = self.open.get(peer) {
+            control.close(reason);
+        }
+    }
+
+    /// Close every connection whose peer `denied` says no to; returns how many.
+    pub fn close_where(&self, denied: impl Fn(std::net::IpAddr) -> bool) -> usize {
+        let mut closed = 0;
+        for entry in self.open.iter() {
+            if denied(entry.key().ip()) {
+                entry.value().close(CloseReason::Denied);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
 
 /// Take a guard back from the stream pingora returns after a request.
 pub fn from_stream(stream: Stream) -> Option<Box<Guard>> {
