@@ -171,12 +171,12 @@ impl Runtime {
         let snapshot = Arc::new(snapshot);
         self.snapshot.store(snapshot.clone());
         self.metrics.config_generation.set(generation as i64);
-        // Connections from addresses this generation denies end now (HTTP/2: GOAWAY); idle
-        // keep-alive connections close, busy ones after their request.
+        // HTTP/2 connections from addresses this generation denies get a GOAWAY now; HTTP/1
+        // ones are answered 403 and closed at their next request.
         let closed = self
             .shield_state
             .guards
-            .close_where(|ip| snapshot.shield.denied(crate::forwarded::canonical(ip)));
+            .close_h2_where(|ip| snapshot.shield.denied(crate::forwarded::canonical(ip)));
         if closed > 0 {
             tracing::info!(
                 connections = closed,

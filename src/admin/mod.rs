@@ -154,9 +154,7 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
         return false;
     }
     let name = name.to_ascii_lowercase();
-    name.parse::<std::net::IpAddr>().is_ok()
-        || name == "localhost"
-        || allowed.contains(&name)
+    name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || allowed.contains(&name)
 }
 
 async fn not_found(request: Request) -> AdminError {

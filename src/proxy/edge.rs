@@ -136,8 +136,9 @@ impl ServerApp for Edge {
         let (guard, control) = Guard::new(stream, settings, report);
         // Known by its peer address while open, so that a request or a reload can end it.
         let shield_state = self.runtime.shield_state.clone();
+        let h2 = guard.is_h2();
         let _registered =
-            stream_peer(&guard).map(|peer| shield_state.guards.register(peer, control.clone()));
+            stream_peer(&guard).map(|peer| shield_state.guards.register(peer, control.clone(), h2));
         if guard.is_h2() {
             // HTTP/2: pingora's connection handling, the guard watching its frames.
             let _ = control;

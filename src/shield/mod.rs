@@ -47,13 +47,20 @@ const KIND_FIELD: u8 = 4;
 /// The one key of every request whose field cannot be read.
 const KIND_UNREADABLE: u8 = 5;
 
-/// The key of a field; the flag says it is the shared unreadable key (whose refusals ban
-/// nobody: many clients share it).
-fn field_key(field: keys::Field, hasher: &RandomState) -> Option<(u64, bool)> {
-    match field {
-        keys::Field::Value(v) => Some((text_key(KIND_FIELD, &v, hasher), false)),
-        keys::Field::Unreadable => Some((text_key(KIND_UNREADABLE, b"", hasher), true)),
-        keys::Field::Absent => None,
+/// The keys of what the sources of a field limit found: every distinct value, and the
+/// shared unreadable key once when a source could not be read. The flag says the key is
+/// shared (its refusals ban nobody: many clients share it).
+fn field_keys(fields: Vec<keys::Field>, hasher: &RandomState, out: &mut Vec<(u64, bool)>) {
+    let start = out.len();
+    for field in fields {
+        let key = match field {
+            keys::Field::Value(v) => (text_key(KIND_FIELD, &v, hasher), false),
+            keys::Field::Unreadable => (text_key(KIND_UNREADABLE, b"", hasher), true),
+            keys::Field::Absent => continue,
+        };
+        if !out[start..].contains(&key) {
+            out.push(key);
+        }
     }
 }
 
@@ -285,10 +292,15 @@ impl Shield {
         // (limit, key, shared key, to charge)
         let mut keyed: Vec<(&CompiledLimit, u64, bool, bool)> =
             Vec::with_capacity(route_limits.len());
+        let mut found = Vec::with_capacity(2);
         for limit in route_limits.iter().filter_map(|&i| self.limits.get(i)) {
-            if let Some((key, shared)) = self.key_of(limit, session, client_key, &form) {
-                keyed.push((limit, key, shared, true));
-            }
+            found.clear();
+            self.keys_of(limit, session, client_key, &form, &mut found);
+            keyed.extend(
+                found
+                    .iter()
+                    .map(|&(key, shared)| (limit, key, shared, true)),
+            );
         }
 
         // Ask every limit first. A dry_run limit that would refuse is counted, and not
@@ -371,57 +383,61 @@ impl Shield {
         Some(answer)
     }
 
-    /// The key of this request for a limit; None: the limit does not apply (no such header,
-    /// cookie, parameter or field). A field that cannot be read (a body too large, chunked or
-    /// of another type, JSON that is not an object, a field given twice with different
-    /// values, sources that disagree) is charged to the limit's one shared unreadable key: a
-    /// form limit fails closed.
-    fn key_of(
+    /// The keys of this request for a limit, added to `out` with whether each is a bucket
+    /// shared by many clients; none: the limit does not apply (no such header, cookie,
+    /// parameter or field). Field limits fail closed: every value found is charged (the body's
+    /// and the query's, when both name one; the backend may read either), and a field that
+    /// cannot be read (a body too large, chunked or of another type, JSON that is not an
+    /// object, a field given twice with different values) is charged to the limit's one shared
+    /// unreadable key as well.
+    fn keys_of(
         &self,
         limit: &CompiledLimit,
         session: &Session,
         client_key: u64,
         form: &FormBody,
-    ) -> Option<(u64, bool)> {
+        out: &mut Vec<(u64, bool)>,
+    ) {
         let hasher = &self.state.hasher;
+        let req = session.req_header();
         match &limit.key {
-            LimitKey::ClientIp => Some((client_key, false)),
-            LimitKey::Global => Some((GLOBAL_KEY, false)),
-            single @ (LimitKey::Header(_) | LimitKey::Cookie(_)) => {
-                let req = session.req_header();
-                let value = match single {
-                    LimitKey::Header(name) => keys::header_value(&req.headers, name),
-                    LimitKey::Cookie(name) => keys::cookie_value(&req.headers, name),
-                    _ => None,
-                };
-                let kind = if matches!(single, LimitKey::Header(_)) {
-                    KIND_HEADER
-                } else {
-                    KIND_COOKIE
-                };
-                value.map(|v| (text_key(kind, v, hasher), false))
+            LimitKey::ClientIp => out.push((client_key, false)),
+            LimitKey::Global => out.push((GLOBAL_KEY, false)),
+            LimitKey::Header(name) => {
+                if let Some(v) = keys::header_value(&req.headers, name) {
+                    out.push((text_key(KIND_HEADER, v, hasher), false));
+                }
+            }
+            LimitKey::Cookie(name) => {
+                if let Some(v) = keys::cookie_value(&req.headers, name) {
+                    out.push((text_key(KIND_COOKIE, v, hasher), false));
+                }
             }
             LimitKey::Query(_) | LimitKey::Form(_) => {
-                field_key(self.field(limit, &limit.key, session, form), hasher)
+                let mut fields = Vec::with_capacity(2);
+                self.fields(limit, &limit.key, session, form, &mut fields);
+                field_keys(fields, hasher, out);
             }
             LimitKey::Any(sources) => {
-                let fields = sources
-                    .iter()
-                    .map(|source| self.field(limit, source, session, form));
-                field_key(keys::combine(fields), hasher)
+                let mut fields = Vec::with_capacity(sources.len() + 1);
+                for source in sources {
+                    self.fields(limit, source, session, form, &mut fields);
+                }
+                field_keys(fields, hasher, out);
             }
         }
     }
 
     /// What one source says of a request. `form:` reads the body and the query string, as a
-    /// servlet's `getParameter` does (the query first).
-    fn field(
+    /// servlet's `getParameter` does.
+    fn fields(
         &self,
         limit: &CompiledLimit,
         source: &LimitKey,
         session: &Session,
         form: &FormBody,
-    ) -> keys::Field {
+        out: &mut Vec<keys::Field>,
+    ) {
         let req = session.req_header();
         let m = keys::FieldMatch {
             case_insensitive: !limit.case_sensitive,
@@ -432,18 +448,22 @@ impl Shield {
             })
         };
         match source {
-            LimitKey::Header(name) => keys::Field::of_text(keys::header_value(&req.headers, name)),
-            LimitKey::Cookie(name) => keys::Field::of_text(keys::cookie_value(&req.headers, name)),
-            LimitKey::Query(name) => query(name),
+            LimitKey::Header(name) => {
+                out.push(keys::Field::of_text(keys::header_value(&req.headers, name)))
+            }
+            LimitKey::Cookie(name) => {
+                out.push(keys::Field::of_text(keys::cookie_value(&req.headers, name)))
+            }
+            LimitKey::Query(name) => out.push(query(name)),
             LimitKey::Form(name) => {
-                let body = match form {
+                out.push(query(name));
+                out.push(match form {
                     FormBody::NotRead | FormBody::Empty => keys::Field::Absent,
                     FormBody::Unreadable => keys::Field::Unreadable,
                     FormBody::Read { kind, bytes } => keys::form_field(*kind, bytes, name, m),
-                };
-                keys::combine([query(name), body])
+                });
             }
-            LimitKey::ClientIp | LimitKey::Global | LimitKey::Any(_) => keys::Field::Absent,
+            LimitKey::ClientIp | LimitKey::Global | LimitKey::Any(_) => {}
         }
     }
 

@@ -852,7 +852,8 @@ impl Peek for Guard {}
 /// reload denied gets a GOAWAY.
 #[derive(Default)]
 pub struct Registry {
-    open: dashmap::DashMap<std::net::SocketAddr, Arc<Control>>,
+    /// Control and whether the connection is HTTP/2.
+    open: dashmap::DashMap<std::net::SocketAddr, (Arc<Control>, bool)>,
 }
 
 /// A connection in the registry, removed when dropped.
@@ -868,8 +869,13 @@ impl Drop for Registered<'_> {
 }
 
 impl Registry {
-    pub fn register(&self, peer: std::net::SocketAddr, control: Arc<Control>) -> Registered<'_> {
-        self.open.insert(peer, control);
+    pub fn register(
+        &self,
+        peer: std::net::SocketAddr,
+        control: Arc<Control>,
+        h2: bool,
+    ) -> Registered<'_> {
+        self.open.insert(peer, (control, h2));
         Registered {
             registry: self,
             peer,
@@ -878,17 +884,19 @@ impl Registry {
 
     /// Close the connection from `peer`, if open.
     pub fn close(&self, peer: &std::net::SocketAddr, reason: CloseReason) {
-        if let Some(control) = self.open.get(peer) {
-            control.close(reason);
+        if let Some(entry) = self.open.get(peer) {
+            entry.0.close(reason);
         }
     }
 
-    /// Close every connection whose peer `denied` says no to; returns how many.
-    pub fn close_where(&self, denied: impl Fn(std::net::IpAddr) -> bool) -> usize {
+    /// Send a GOAWAY to every HTTP/2 connection whose peer `denied` says no to (HTTP/1 ones
+    /// get a 403 and close at their next request); returns how many.
+    pub fn close_h2_where(&self, denied: impl Fn(std::net::IpAddr) -> bool) -> usize {
         let mut closed = 0;
         for entry in self.open.iter() {
-            if denied(entry.key().ip()) {
-                entry.value().close(CloseReason::Denied);
+            let (control, h2) = entry.value();
+            if *h2 && denied(entry.key().ip()) {
+                control.close(CloseReason::Denied);
                 closed += 1;
             }
         }
