@@ -105,7 +105,7 @@ async fn run(waiters: usize, tenants: usize) {
     for w in line {
         tasks.push(tokio::spawn(async move {
             if let Ok(slot) = w.wait(Duration::from_secs(3600)).await {
-                slot.complete(None);
+                slot.complete(None, None);
             }
         }));
     }

@@ -29,6 +29,8 @@ pub enum Reason {
     NoUpstream,
     UpstreamError,
     UpstreamTimeout,
+    /// The server went down while the request was in flight (cut after `on_down.cut_after`).
+    UpstreamDown,
 }
 
 impl Reason {
@@ -50,6 +52,7 @@ impl Reason {
             Reason::NoUpstream => "no_upstream",
             Reason::UpstreamError => "upstream_error",
             Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::UpstreamDown => "upstream_down",
         }
     }
 
@@ -65,7 +68,7 @@ impl Reason {
             Reason::WaitingRoom | Reason::QueueFull | Reason::Maintenance | Reason::NoUpstream => {
                 503
             }
-            Reason::UpstreamError => 502,
+            Reason::UpstreamError | Reason::UpstreamDown => 502,
             Reason::UpstreamTimeout => 504,
         }
     }
@@ -112,6 +115,9 @@ impl Reason {
             }
             Reason::UpstreamTimeout => {
                 "Le service a mis trop de temps à répondre. / The service took too long to answer."
+            }
+            Reason::UpstreamDown => {
+                "Le serveur est tombé pendant la requête, qui n'a pas été rejouée. / The server went down during the request, which was not sent again."
             }
         }
     }

@@ -185,6 +185,12 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
         crate::upstream::health::HealthChecks::new(runtime.clone()),
     ));
     server.add_service(background_service(
+        "rempart queue ticks",
+        QueueTicks {
+            runtime: runtime.clone(),
+        },
+    ));
+    server.add_service(background_service(
         "rempart shield sweep",
         ShieldSweep {
             runtime: runtime.clone(),
@@ -403,6 +409,34 @@ async fn watch_config(runtime: Arc<Runtime>) {
             if snapshot.config.server.watch_config {
                 tracing::info!("configuration file changed: reloading");
                 let _ = crate::reload::reload(&runtime);
+            }
+        }
+    }
+}
+
+/// Every 50 ms, let each login queue admit what its upstream has room for: room freed by
+/// requests of other routes on servers with `max_in_flight`, or a datacenter back up.
+struct QueueTicks {
+    runtime: Arc<Runtime>,
+}
+
+#[async_trait]
+impl BackgroundService for QueueTicks {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    for queue in &self.runtime.load().queues {
+                        queue.core.poke();
+                    }
+                }
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
             }
         }
     }

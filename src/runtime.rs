@@ -9,7 +9,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use http::Method;
 
 use crate::config::{Config, Route};
-use crate::queue::{LoginQueue, QueueRegistry};
+use crate::queue::{Capacity, LoginQueue, QueueRegistry};
 use crate::shield::{Shield, ShieldState};
 use crate::telemetry::{rfc3339_now, AccessLog, Metrics, RouteMetrics};
 use crate::tls::SniResolver;
@@ -200,6 +200,24 @@ impl Runtime {
     }
 }
 
+/// A login queue's view of its upstream: the active datacenter and its servers' room.
+struct UpstreamCapacity(Arc<Upstream>);
+
+impl Capacity for UpstreamCapacity {
+    fn target(&self) -> (Option<Arc<str>>, Option<usize>) {
+        let upstream = &self.0;
+        let (active, cap) = upstream.capacity(upstream.now_ms());
+        let name = active
+            .and_then(|i| upstream.datacenters.get(i))
+            .map(|dc| dc.name_arc.clone());
+        (name, cap)
+    }
+
+    fn has_room(&self) -> bool {
+        self.0.has_room(self.0.now_ms())
+    }
+}
+
 /// Build a snapshot from a validated configuration.
 fn compile(
     config: Arc<Config>,
@@ -223,10 +241,23 @@ fn compile(
         })
         .collect();
     let shield = Arc::new(Shield::compile(&config, metrics, shield_state));
-    let queues = LoginQueue::compile_all(&config, metrics, queues)
+    let queues: Vec<Arc<LoginQueue>> = LoginQueue::compile_all(&config, metrics, queues)
         .into_iter()
         .map(Arc::new)
         .collect();
+    // Each queue admits toward the upstream of the routes that use it (the first one).
+    for (index, queue) in queues.iter().enumerate() {
+        let upstream = config
+            .routes
+            .iter()
+            .find(|r| r.login_queue == Some(index))
+            .and_then(|r| upstreams.get(r.upstream))
+            .cloned();
+        queue.core.bind(upstream.map(|u| {
+            let capacity: Arc<dyn Capacity> = Arc::new(UpstreamCapacity(u));
+            capacity
+        }));
+    }
     Snapshot {
         generation,
         config,
@@ -252,6 +283,7 @@ mod tests {
             upstream: 0,
             limits: vec![],
             login_queue: None,
+            resend: Default::default(),
         }
     }
 

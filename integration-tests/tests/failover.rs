@@ -274,7 +274,7 @@ async fn a_server_answering_503_is_ejected_and_its_requests_retried_elsewhere() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_are_never_sent_twice_unless_they_carry_an_idempotency_key() {
+async fn writes_are_never_sent_twice_unless_the_route_honours_idempotency_keys() {
     let s = Stack::start(2, 1, |y| {
         fast(y, "30s");
         y.upstream
@@ -298,7 +298,37 @@ async fn writes_are_never_sent_twice_unless_they_carry_an_idempotency_key() {
         assert_eq!(o.stats().duplicate_request_ids, 0);
     }
 
-    // With an Idempotency-Key the client asks for retries: a1, a2, then b1 answers.
+    // A client's Idempotency-Key alone makes nothing resendable: the backend may ignore it.
+    let keyed = send_n(&c, 10, |c, i| {
+        c.post(s.url(&format!("/k/{i}")))
+            .header("Idempotency-Key", format!("key-{i}"))
+            .body("x")
+    })
+    .await;
+    assert!(
+        keyed.iter().all(|(st, _)| *st == 503 || *st == 502),
+        "{keyed:?}"
+    );
+    assert_eq!(
+        count(&s.dc_a[0]) + count(&s.dc_a[1]) + count(&s.dc_b[0]),
+        20,
+        "each keyed POST reached exactly one server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_makes_a_post_resendable_where_the_route_says_so() {
+    let s = Stack::start(2, 1, |y| {
+        fast(y, "30s");
+        y.upstream
+            .push("outlier: { consecutive_failures: 1000, eject_for: 30s }".into());
+        y.routes = "  - name: default\n    match: { path_prefix: / }\n    upstream: ent\n    retries: { idempotency_key: true }\n".into();
+    });
+    all_up(&s);
+    let c = http_client();
+    s.dc_a[0].force_status(503);
+    s.dc_a[1].force_status(502);
+    // The backend honours the key: a1, a2, then b1 answers.
     let keyed = send_n(&c, 10, |c, i| {
         c.post(s.url(&format!("/k/{i}")))
             .header("Idempotency-Key", format!("key-{i}"))
@@ -307,6 +337,12 @@ async fn writes_are_never_sent_twice_unless_they_carry_an_idempotency_key() {
     .await;
     assert!(all_ok(&keyed), "{keyed:?}");
     assert_eq!(served_by(&keyed, "b1"), 10);
+    // Without the key, a POST is still sent once.
+    let plain = send_n(&c, 4, |c, i| c.post(s.url(&format!("/p/{i}"))).body("x")).await;
+    assert!(
+        plain.iter().all(|(st, _)| *st == 503 || *st == 502),
+        "{plain:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,6 +143,16 @@ pub struct Upstream {
     pub when_all_down: WhenAllDown,
     pub timeouts: UpstreamTimeouts,
     pub retries: Retries,
+    /// What happens to requests in flight to a server declared down.
+    pub on_down: OnDown,
+}
+
+#[derive(Debug, Clone)]
+pub struct OnDown {
+    /// Requests still in flight to a server this long after it was declared down (ejected,
+    /// failing its health check, its datacenter down or drained) are cut: idempotent ones are
+    /// retried elsewhere, the others answered 502. Default: 1s.
+    pub cut_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +160,9 @@ pub struct Datacenter {
     pub name: String,
     /// At least one, no duplicates within the upstream.
     pub servers: Vec<SocketAddr>,
+    /// By index of `servers`: requests this server may have in flight at once (HAProxy's
+    /// `maxconn`); None: no cap.
+    pub max_in_flight: Vec<Option<usize>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -196,8 +209,13 @@ pub struct UpstreamTimeouts {
     /// Idle upstream keep-alive connections are closed after this. Default: 60s
     pub idle: Duration,
     /// How long a request that is safe to retry waits on one server before it is tried on another.
-    /// Default: None (only `response` applies).
+    /// Never applied to a request's last try. Default: None (only `response` applies).
     pub per_try: Option<Duration>,
+    /// Request bytes a server has not acknowledged for this long end the connection
+    /// (`TCP_USER_TIMEOUT`, with TCP keep-alive probes after as long idle): a server that went
+    /// dark is noticed within this, while a slow server that acknowledged keeps `response`.
+    /// Default: Some(2s); None: off (`unacked: off`).
+    pub unacked: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +244,19 @@ pub struct Route {
     pub limits: Vec<usize>,
     /// Index into `Config::login_queues`.
     pub login_queue: Option<usize>,
+    /// Which requests of this route may be sent again after they reached a server.
+    pub resend: Resend,
+}
+
+/// What a route says of sending its requests again after a server received them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resend {
+    /// A request with an `Idempotency-Key` header may be resent (the backend honours it).
+    /// Default: false.
+    pub idempotency_key: bool,
+    /// POST requests may be resent (the route's POSTs are harmless to replay, e.g. a login
+    /// form). Default: false.
+    pub post: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -165,6 +165,7 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawUpstream {
     pub datacenters: Option<Vec<RawDatacenter>>,
+    pub on_down: Option<RawOnDown>,
     pub min_healthy: Value,
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
@@ -178,7 +179,31 @@ pub struct RawUpstream {
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawDatacenter {
     pub name: Value,
-    pub servers: Option<Vec<Scalar>>,
+    pub servers: Option<Vec<RawServerEntry>>,
+}
+
+/// A server: `IP:PORT`, or `{ address: IP:PORT, max_in_flight: N }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an address IP:PORT, or a mapping with address and max_in_flight"
+)]
+pub enum RawServerEntry {
+    Address(Scalar),
+    Detailed(RawServerDetail),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawServerDetail {
+    pub address: Value,
+    pub max_in_flight: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawOnDown {
+    pub cut_after: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +230,7 @@ pub struct RawTimeouts {
     pub response: Value,
     pub idle: Value,
     pub per_try: Value,
+    pub unacked: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,6 +249,14 @@ pub struct RawRoute {
     pub upstream: Value,
     pub limits: Option<Vec<Scalar>>,
     pub login_queue: Value,
+    pub retries: Option<RawRouteRetries>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawRouteRetries {
+    pub idempotency_key: Value,
+    pub resend_post: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -97,6 +97,8 @@ pub struct RequestCtx {
     upgraded: bool,
     /// The normalised path to send upstream, when it differs from the one received.
     forward_path: Option<String>,
+    /// A try was cut because its server went down.
+    cut: bool,
 }
 
 impl RequestCtx {
@@ -298,6 +300,7 @@ impl ProxyHttp for RempartProxy {
             queue_ms: None,
             upgraded: false,
             forward_path: None,
+            cut: false,
         }
     }
 
@@ -485,7 +488,14 @@ impl ProxyHttp for RempartProxy {
         let req = session.req_header();
         if ctx.tried.is_empty() {
             upstream.record_request(now);
-            ctx.safe_to_resend = retry::safe_to_resend(&req.method, &req.headers);
+            let resend = ctx
+                .snapshot
+                .as_ref()
+                .zip(ctx.route)
+                .and_then(|(s, r)| s.routes.get(r))
+                .map(|r| r.route.resend)
+                .unwrap_or_default();
+            ctx.safe_to_resend = retry::safe_to_resend(&req.method, &req.headers, resend);
         }
         let mut choice = upstream.pick(&ctx.tried, now);
         if matches!(choice, Choice::AllDown) && upstream.first_checks_pending() {
@@ -497,11 +507,28 @@ impl ProxyHttp for RempartProxy {
                 choice = upstream.pick(&ctx.tried, upstream.now_ms());
             }
         }
+        if matches!(choice, Choice::Busy) {
+            // Every server that could take it is at its max_in_flight: wait for room (as
+            // HAProxy's queue does), at most the connect timeout.
+            let deadline = Instant::now() + upstream.config.timeouts.connect;
+            while matches!(choice, Choice::Busy) && Instant::now() < deadline {
+                upstream
+                    .wait_for_room(deadline.saturating_duration_since(Instant::now()))
+                    .await;
+                choice = upstream.pick(&ctx.tried, upstream.now_ms());
+            }
+        }
         let pick = match choice {
             Choice::Server(pick) => pick,
             Choice::AllDown => {
                 ctx.all_down = true;
                 return Error::e_explain(ErrorType::HTTPStatus(503), "every datacenter is down");
+            }
+            Choice::Busy => {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(503),
+                    "every server is at its max_in_flight",
+                );
             }
             Choice::Exhausted if ctx.tried.is_empty() => {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no server to send to");
@@ -511,6 +538,7 @@ impl ProxyHttp for RempartProxy {
             }
         };
         let mut peer = Box::new(pick.server.peer.clone());
+        let req = session.req_header();
         if session.is_upgrade_req() {
             // An upgraded connection (WebSocket) may stay quiet: the guard closes it after
             // `upgrade_idle_timeout` without traffic either way, not the response timeout.
@@ -518,19 +546,45 @@ impl ProxyHttp for RempartProxy {
                 peer.options.read_timeout = Some(snapshot.config.server.upgrade_idle_timeout);
             }
         }
-        // A request that can be sent again waits at most `per_try` for each read from this
-        // server, then goes to another: a server that went dark does not hold it until the
-        // response timeout.
-        if let Some(per_try) = upstream.config.timeouts.per_try {
-            if ctx.safe_to_resend && body_fits_replay_buffer(req) {
-                peer.options.read_timeout = Some(per_try.min(upstream.config.timeouts.response));
-            }
-        }
         ctx.datacenter = Some(pick.datacenter);
         ctx.tried.push(pick.server.address);
-        ctx.current = Some(InFlight::start(pick.server));
+        let mut in_flight = pick.in_flight;
+        // A request that can be sent again waits at most `per_try` for each read from this
+        // server, then goes to another: a server that hangs does not hold it until the
+        // response timeout. Never on its last try, which gets the whole response timeout (a
+        // slow answer beats none).
+        if let Some(per_try) = upstream.config.timeouts.per_try {
+            let last = ctx.reached_retries >= upstream.config.retries.attempts
+                || !upstream.has_another(&ctx.tried, now);
+            if ctx.safe_to_resend && body_fits_replay_buffer(req) && !last {
+                peer.options.read_timeout = Some(per_try.min(upstream.config.timeouts.response));
+                in_flight.per_try = true;
+            }
+        }
+        ctx.current = Some(in_flight);
         ctx.try_started = Some(Instant::now());
         Ok(peer)
+    }
+
+    /// A connection to the server is ready: new connections close abortively (a request
+    /// abandoned before the server acknowledged it is dropped by the kernel, never delivered
+    /// later), and the try is registered so that it can be cut if its server goes down.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if !reused {
+            crate::upstream::transport::abortive_close(fd);
+        }
+        if let Some(current) = ctx.current.as_mut() {
+            current.connected(fd);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -678,7 +732,17 @@ impl ProxyHttp for RempartProxy {
         }
         let from_upstream = e.esource() == &ErrorSource::Upstream;
         let outcome = outcome_of(&e);
-        ctx.end_try(outcome, None, from_upstream);
+        let (cut, per_try) = ctx
+            .current
+            .as_ref()
+            .map_or((false, false), |c| (c.was_cut(), c.per_try));
+        if cut {
+            ctx.cut = true;
+        }
+        // A `per_try` expiry says the server is slow, not that it failed: it ejects nobody
+        // (a dark server is ejected by its checks and by unacknowledged bytes).
+        let blame = from_upstream && !(per_try && outcome == Outcome::Timeout);
+        ctx.end_try(outcome, None, blame);
         let retry = from_upstream
             && outcome
                 .retry_kind()
@@ -726,7 +790,12 @@ impl ProxyHttp for RempartProxy {
                 can_reuse_downstream: false,
             };
         }
-        let Some(reason) = reason_of(e) else {
+        let reason = if ctx.cut && e.esource() == &ErrorSource::Upstream {
+            Some(Reason::UpstreamDown)
+        } else {
+            reason_of(e)
+        };
+        let Some(reason) = reason else {
             // The client is gone: nothing to answer.
             return FailToProxy {
                 error_code: 0,
@@ -757,7 +826,14 @@ impl ProxyHttp for RempartProxy {
         let status = session
             .response_written()
             .map_or(0, |resp| resp.status.as_u16());
-        ctx.queue.finish(ctx.upstream_ms, status);
+        if ctx.queue.holds_slot() {
+            let datacenter = ctx
+                .upstream()
+                .zip(ctx.datacenter)
+                .and_then(|(u, dc)| u.datacenters.get(dc).map(|d| d.name.clone()));
+            ctx.queue
+                .finish(ctx.upstream_ms, status, datacenter.as_deref());
+        }
         let elapsed = ctx.started.elapsed();
         let metrics = &self.runtime.metrics;
         metrics.requests_answered.fetch_add(1, Ordering::Relaxed);

@@ -24,6 +24,66 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::limiter::Limiter;
+
+/// What the queue needs to know of the upstream it admits toward: where traffic goes now and
+/// what the servers there can take. Implemented over the upstream by the runtime, which binds
+/// each queue to the upstream of its routes.
+pub trait Capacity: Send + Sync {
+    /// The datacenter new requests go to (None: none is up), and what its usable servers take
+    /// at once in total when every one has a `max_in_flight` (None: not bounded so).
+    fn target(&self) -> (Option<Arc<str>>, Option<usize>);
+    /// Whether a server new requests may go to has room (`max_in_flight`).
+    fn has_room(&self) -> bool;
+}
+
+/// The limits of one queue: one limiter per datacenter (an adaptive limit learns each one's
+/// capacity, so that after a failover the concurrency follows the datacenter that takes the
+/// traffic), capped by the datacenter's `max_in_flight` total.
+struct Limits {
+    config: QueueConfig,
+    /// Before any datacenter is known (no binding, or nothing up).
+    fallback: Limiter,
+    by_datacenter: Vec<(Arc<str>, Limiter)>,
+}
+
+impl Limits {
+    fn new(config: &QueueConfig) -> Self {
+        Limits {
+            config: config.clone(),
+            fallback: Limiter::from_config(config),
+            by_datacenter: Vec::new(),
+        }
+    }
+
+    fn reconfigure(&mut self, config: &QueueConfig) {
+        self.config = config.clone();
+        self.fallback.reconfigure(config);
+        for (_, limiter) in self.by_datacenter.iter_mut() {
+            limiter.reconfigure(config);
+        }
+    }
+
+    fn limiter(&mut self, datacenter: Option<&Arc<str>>) -> &mut Limiter {
+        let Some(name) = datacenter else {
+            return &mut self.fallback;
+        };
+        match self.by_datacenter.iter().position(|(n, _)| n == name) {
+            Some(i) => &mut self.by_datacenter[i].1,
+            None => {
+                self.by_datacenter
+                    .push((name.clone(), Limiter::from_config(&self.config)));
+                let last = self.by_datacenter.len() - 1;
+                &mut self.by_datacenter[last].1
+            }
+        }
+    }
+
+    fn peek(&self, datacenter: Option<&Arc<str>>) -> usize {
+        datacenter
+            .and_then(|name| self.by_datacenter.iter().find(|(n, _)| n == name))
+            .map_or(self.fallback.limit(), |(_, l)| l.limit())
+    }
+}
 use super::scheduler::{Class, Key, Scheduler};
 use crate::config::LoginQueue as QueueConfig;
 use crate::telemetry::Metrics;
@@ -134,7 +194,9 @@ impl Spent {
 
 struct State {
     settings: Settings,
-    limiter: Limiter,
+    limits: Limits,
+    /// The datacenter traffic goes to and its `max_in_flight` total, as of the last look.
+    target: (Option<Arc<str>>, Option<usize>),
     in_flight: usize,
     /// Of which admitted with a pass.
     pass_in_flight: usize,
@@ -154,9 +216,19 @@ struct State {
 }
 
 impl State {
+    /// Requests of the queue that may be in flight now: the limit learned for the datacenter
+    /// taking the traffic, at most what its servers take at once.
+    fn limit(&self) -> usize {
+        let learned = self.limits.peek(self.target.0.as_ref());
+        match self.target.1 {
+            Some(cap) => learned.min(cap.max(1)),
+            None => learned,
+        }
+    }
+
     /// Slots passes may hold while others wait: `max_share` of the limit, at least one.
     fn pass_cap(&self) -> usize {
-        ((self.limiter.limit() as f64 * self.settings.pass_share).floor() as usize).max(1)
+        ((self.limit() as f64 * self.settings.pass_share).floor() as usize).max(1)
     }
 }
 
@@ -175,6 +247,8 @@ pub struct QueueCore {
     state: Mutex<State>,
     metrics: QueueMetrics,
     counters: Counters,
+    /// The upstream it admits toward.
+    capacity: arc_swap::ArcSwapOption<Bound>,
 }
 
 /// Who arrives at the queue.
@@ -210,6 +284,10 @@ pub struct Expired {
 #[derive(Debug, Clone)]
 pub struct QueueStatus {
     pub limit: usize,
+    /// The datacenter whose limit applies now.
+    pub datacenter: Option<Arc<str>>,
+    /// The limit learned for each datacenter seen.
+    pub limits_by_datacenter: Vec<(Arc<str>, usize)>,
     pub in_flight: usize,
     pub waiting: usize,
     pub passes_waiting: usize,
@@ -236,7 +314,8 @@ impl QueueCore {
             name: config.name.clone(),
             state: Mutex::new(State {
                 settings: Self::settings(config),
-                limiter: Limiter::from_config(config),
+                limits: Limits::new(config),
+                target: (None, None),
                 in_flight: 0,
                 pass_in_flight: 0,
                 paused: false,
@@ -252,6 +331,7 @@ impl QueueCore {
             }),
             metrics: QueueMetrics::new(metrics, &config.name),
             counters: Counters::default(),
+            capacity: arc_swap::ArcSwapOption::empty(),
         });
         core.configure(config);
         core
@@ -293,7 +373,7 @@ impl QueueCore {
     pub fn configure(self: &Arc<Self>, config: &QueueConfig) {
         let mut state = self.lock();
         state.settings = Self::settings(config);
-        state.limiter.reconfigure(config);
+        state.limits.reconfigure(config);
         self.dispatch(&mut state);
     }
 
@@ -305,7 +385,8 @@ impl QueueCore {
 
     /// Hand free slots to waiters, in the scheduler's order. Called under the lock.
     fn dispatch(self: &Arc<Self>, state: &mut State) {
-        while !state.paused && state.in_flight < state.limiter.limit() {
+        self.look(state);
+        while !state.paused && state.in_flight < state.limit() && self.room() {
             let passes_first = state.pass_in_flight < state.pass_cap();
             let Some((_, _, waiter)) = state.line.pop_with(passes_first) else {
                 break;
@@ -339,7 +420,7 @@ impl QueueCore {
     fn publish(&self, state: &State) {
         self.metrics.waiting.set(state.line.len() as i64);
         self.metrics.in_flight.set(state.in_flight as i64);
-        self.metrics.limit.set(state.limiter.limit() as i64);
+        self.metrics.limit.set(state.limit() as i64);
     }
 
     /// A waiter leaves the line: its client's counts, its tenant, its ticket.
@@ -412,7 +493,8 @@ impl QueueCore {
                     && (state.line.passes() == 0 || state.pass_in_flight >= state.pass_cap())
             }
         };
-        if !state.paused && nobody_ahead && state.in_flight < state.limiter.limit() {
+        self.look(&mut state);
+        if !state.paused && nobody_ahead && state.in_flight < state.limit() && self.room() {
             state.in_flight += 1;
             if pass {
                 state.pass_in_flight += 1;
@@ -502,7 +584,7 @@ impl QueueCore {
     /// An estimate of the wait, in whole seconds, for the place `position`.
     fn eta(state: &State, position: usize) -> u64 {
         let latency = state.latency.unwrap_or(1.0);
-        let limit = state.limiter.limit().max(1) as f64;
+        let limit = state.limit().max(1) as f64;
         (position as f64 * latency / limit).ceil().max(1.0) as u64
     }
 
@@ -521,8 +603,14 @@ impl QueueCore {
         })
     }
 
-    /// A slot comes back, with a latency sample when the upstream answered well.
-    fn release(self: &Arc<Self>, sample: Option<Duration>, pass: bool) {
+    /// A slot comes back, with a latency sample when the upstream answered well, from the
+    /// datacenter that answered.
+    fn release(
+        self: &Arc<Self>,
+        sample: Option<Duration>,
+        pass: bool,
+        datacenter: Option<Arc<str>>,
+    ) {
         let mut state = self.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
         if pass {
@@ -535,7 +623,10 @@ impl QueueCore {
                 None => secs,
             });
             let in_flight = state.in_flight + 1;
-            state.limiter.sample(latency, in_flight, Instant::now());
+            state
+                .limits
+                .limiter(datacenter.as_ref())
+                .sample(latency, in_flight, Instant::now());
         }
         self.dispatch(&mut state);
     }
@@ -544,7 +635,14 @@ impl QueueCore {
         let state = self.lock();
         let waiting = state.line.len();
         QueueStatus {
-            limit: state.limiter.limit(),
+            limit: state.limit(),
+            datacenter: state.target.0.clone(),
+            limits_by_datacenter: state
+                .limits
+                .by_datacenter
+                .iter()
+                .map(|(n, l)| (n.clone(), l.limit()))
+                .collect(),
             in_flight: state.in_flight,
             waiting,
             passes_waiting: state.line.passes(),
@@ -565,9 +663,41 @@ impl QueueCore {
     }
 
     pub fn limit(&self) -> usize {
-        self.lock().limiter.limit()
+        self.lock().limit()
+    }
+
+    /// Bind the queue to the upstream it admits toward (each configuration generation does).
+    pub fn bind(&self, capacity: Option<Arc<dyn Capacity>>) {
+        self.capacity.store(capacity.map(|c| Arc::new(Bound(c))));
+    }
+
+    /// Admit what the upstream has room for now (called on a short tick: room freed by
+    /// requests of other routes is noticed there).
+    pub fn poke(self: &Arc<Self>) {
+        let mut state = self.lock();
+        if !state.line.is_empty() {
+            self.dispatch(&mut state);
+        }
+    }
+
+    /// Update what the queue knows of its upstream's target. Under the lock.
+    fn look(&self, state: &mut State) {
+        if let Some(bound) = self.capacity.load().as_ref() {
+            state.target = bound.0.target();
+        }
+    }
+
+    /// Whether the upstream has room for one more (always, unbound).
+    fn room(&self) -> bool {
+        self.capacity
+            .load()
+            .as_ref()
+            .is_none_or(|bound| bound.0.has_room())
     }
 }
+
+/// A queue's binding to its upstream.
+struct Bound(Arc<dyn Capacity>);
 
 /// A place in line. Dropping it (the client went away) leaves the line at once.
 pub struct Waiting {
@@ -657,10 +787,10 @@ impl Slot {
         self.core = None;
     }
 
-    /// Release with a latency sample (an answer that was not a 5xx).
-    pub fn complete(mut self, latency: Option<Duration>) {
+    /// Release with a latency sample (an answer that was not a 5xx) from `datacenter`.
+    pub fn complete(mut self, latency: Option<Duration>, datacenter: Option<Arc<str>>) {
         if let Some(core) = self.core.take() {
-            core.release(latency, self.pass);
+            core.release(latency, self.pass, datacenter);
         }
     }
 }
@@ -668,7 +798,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(core) = self.core.take() {
-            core.release(None, self.pass);
+            core.release(None, self.pass, None);
         }
     }
 }

@@ -28,7 +28,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 
 pub use admission::{
-    Arrival, Entry, Expired, QueueCore, QueueStatus, Slot, Waiting, UNKNOWN_TENANT,
+    Arrival, Capacity, Entry, Expired, QueueCore, QueueStatus, Slot, Waiting, UNKNOWN_TENANT,
 };
 
 use crate::answer::Answer;
@@ -367,6 +367,11 @@ pub struct RequestState {
 }
 
 impl RequestState {
+    /// Whether the request holds an admission slot.
+    pub fn holds_slot(&self) -> bool {
+        self.slot.is_some()
+    }
+
     /// Milliseconds spent in line (None off queue routes).
     pub fn queue_ms(&self) -> Option<f64> {
         self.waited.map(|d| d.as_secs_f64() * 1000.0)
@@ -398,13 +403,13 @@ impl RequestState {
     }
 
     /// The request is over: release the slot, with the upstream latency as a sample for the
-    /// adaptive limit when the answer was not a 5xx.
-    pub fn finish(&mut self, upstream_ms: Option<f64>, status: u16) {
+    /// adaptive limit of the datacenter that answered when the answer was not a 5xx.
+    pub fn finish(&mut self, upstream_ms: Option<f64>, status: u16, datacenter: Option<&str>) {
         if let Some(slot) = self.slot.take() {
             let sample = upstream_ms
                 .filter(|ms| ms.is_finite() && *ms >= 0.0 && (100..500).contains(&status))
                 .map(|ms| Duration::from_secs_f64(ms / 1000.0));
-            slot.complete(sample);
+            slot.complete(sample, datacenter.map(Arc::from));
         }
     }
 }

@@ -74,7 +74,7 @@ async fn admission_order(core: &Arc<QueueCore>, arrivals: Vec<(String, Arrival)>
                 .expect("admitted");
             order.lock().unwrap().push(label);
             tokio::time::sleep(Duration::from_millis(10)).await;
-            slot.complete(Some(Duration::from_millis(10)));
+            slot.complete(Some(Duration::from_millis(10)), None);
         }));
     }
     drop(blocker);
@@ -434,7 +434,7 @@ async fn run_load(
                 };
                 let latency = Duration::from_millis(latency_ms.load(Ordering::Relaxed));
                 tokio::time::sleep(latency).await;
-                slot.complete(Some(latency));
+                slot.complete(Some(latency), None);
             }
         }));
     }

@@ -8,6 +8,7 @@ pub mod health;
 pub mod outlier;
 pub mod retry;
 pub mod state;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -83,6 +84,9 @@ pub struct Server {
     /// A ready peer with the upstream's timeouts; cloned for each try.
     pub peer: HttpPeer,
     pub state: Arc<ServerState>,
+    /// Requests this server takes at once (`max_in_flight`), None: no cap.
+    pub max_in_flight: Option<usize>,
+    upstream: Arc<UpstreamState>,
     outcomes: [IntCounter; 5],
     up_gauge: IntGauge,
 }
@@ -100,28 +104,78 @@ impl Server {
     }
 }
 
-/// Marks a server busy with one try for as long as it lives.
-pub struct InFlight(Arc<Server>);
+impl Server {
+    /// Whether one more request fits under `max_in_flight`.
+    pub fn has_room(&self) -> bool {
+        self.max_in_flight
+            .is_none_or(|max| self.state.in_flight.load(Ordering::Acquire) < max as i64)
+    }
+}
+
+/// Marks a server busy with one try for as long as it lives, and holds the try's socket
+/// registration once connected.
+pub struct InFlight {
+    server: Arc<Server>,
+    registration: Option<transport::Registration>,
+    /// `per_try` bounds this try's reads.
+    pub per_try: bool,
+}
 
 impl InFlight {
-    pub fn start(server: Arc<Server>) -> Self {
-        server.state.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(server)
+    /// Count a try at this server, within its `max_in_flight` (None: the server is full).
+    pub fn try_start(server: Arc<Server>) -> Option<Self> {
+        let state = &server.state;
+        match server.max_in_flight {
+            None => {
+                state.in_flight.fetch_add(1, Ordering::AcqRel);
+            }
+            Some(max) => {
+                state
+                    .in_flight
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < max as i64).then_some(n + 1)
+                    })
+                    .ok()?;
+            }
+        }
+        Some(InFlight {
+            server,
+            registration: None,
+            per_try: false,
+        })
     }
 
     pub fn server(&self) -> &Arc<Server> {
-        &self.0
+        &self.server
+    }
+
+    /// The try's connection is up on socket `fd`: it can be cut from now on.
+    pub fn connected(&mut self, fd: std::os::unix::io::RawFd) {
+        self.registration = Some(self.server.state.tries.register(fd));
+    }
+
+    /// Whether the try was cut because its server went down.
+    pub fn was_cut(&self) -> bool {
+        self.registration
+            .as_ref()
+            .is_some_and(|r| r.cell().was_cut())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.registration = None;
+        self.server.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.server.max_in_flight.is_some() {
+            self.server.upstream.room.notify_waiters();
+        }
     }
 }
 
 pub struct Datacenter {
     pub name: String,
+    /// The name again, shared (the login queue's per-datacenter limits are keyed by it).
+    pub name_arc: Arc<str>,
     pub servers: Vec<Arc<Server>>,
     pub state: Arc<DatacenterState>,
     /// Usable servers needed for the datacenter to be up (`min_healthy`).
@@ -142,10 +196,11 @@ pub struct Upstream {
     failovers: Vec<Vec<IntCounter>>,
 }
 
-/// The server chosen for one try.
+/// The server chosen for one try, counted in flight on it.
 pub struct Pick {
     pub datacenter: usize,
     pub server: Arc<Server>,
+    pub in_flight: InFlight,
 }
 
 /// The outcome of choosing a server.
@@ -155,6 +210,8 @@ pub enum Choice {
     AllDown,
     /// Every server that may take the request has been tried.
     Exhausted,
+    /// Servers could take it, but all of them are at their `max_in_flight`.
+    Busy,
 }
 
 impl Upstream {
@@ -173,14 +230,18 @@ impl Upstream {
                         ])
                     })
                 };
+                let upstream_state = registry.upstream(name);
                 let servers = dc
                     .servers
                     .iter()
-                    .map(|address| {
+                    .enumerate()
+                    .map(|(i, address)| {
                         Arc::new(Server {
                             address: *address,
                             peer: peer(*address, &config.timeouts),
                             state: registry.server(name, *address),
+                            max_in_flight: dc.max_in_flight.get(i).copied().flatten(),
+                            upstream: upstream_state.clone(),
                             outcomes: outcomes(),
                             up_gauge: metrics.upstream_server_up.with_label_values(&[
                                 name,
@@ -199,6 +260,7 @@ impl Upstream {
                 .max(1);
                 Datacenter {
                     name: dc.name.clone(),
+                    name_arc: Arc::from(dc.name.as_str()),
                     state: registry.datacenter(name, &dc.name),
                     min_healthy,
                     next: AtomicUsize::new(0),
@@ -285,51 +347,94 @@ impl Upstream {
     }
 
     /// Choose a server for the next try: round-robin over the usable servers of the active
-    /// datacenter this request has not tried, then the other datacenters. When every
-    /// datacenter is down: the maintenance answer, or (`try_all`) every server not drained.
+    /// datacenter this request has not tried and that have room (`max_in_flight`), then the
+    /// other datacenters. When every datacenter is down: the maintenance answer, or
+    /// (`try_all`) every server not drained. The pick is counted in flight on its server.
     pub fn pick(&self, tried: &[SocketAddr], now_ms: u64) -> Choice {
-        self.choose(tried, now_ms, true)
-    }
-
-    /// Whether a server this request has not tried could take it.
-    pub fn has_another(&self, tried: &[SocketAddr], now_ms: u64) -> bool {
-        matches!(self.choose(tried, now_ms, false), Choice::Server(_))
-    }
-
-    fn choose(&self, tried: &[SocketAddr], now_ms: u64, advance: bool) -> Choice {
         let try_all = self.all_down();
         if try_all && self.config.when_all_down == config::WhenAllDown::Maintenance {
             return Choice::AllDown;
         }
+        let mut full = false;
         for index in self.order() {
             let dc = &self.datacenters[index];
             let count = dc.servers.len();
             if count == 0 {
                 continue;
             }
-            let start = if advance {
-                dc.next.fetch_add(1, Ordering::Relaxed)
-            } else {
-                dc.next.load(Ordering::Relaxed)
-            };
-            let found = (0..count)
-                .map(|offset| &dc.servers[(start + offset) % count])
-                .find(|server| {
-                    !tried.contains(&server.address)
-                        && if try_all {
-                            !server.state.drained.load(Ordering::Relaxed)
-                        } else {
-                            server.state.usable(now_ms)
-                        }
-                });
-            if let Some(server) = found {
-                return Choice::Server(Pick {
-                    datacenter: index,
-                    server: server.clone(),
-                });
+            let start = dc.next.fetch_add(1, Ordering::Relaxed);
+            for offset in 0..count {
+                let server = &dc.servers[(start + offset) % count];
+                if tried.contains(&server.address) || !server.may_take(try_all, now_ms) {
+                    continue;
+                }
+                match InFlight::try_start(server.clone()) {
+                    Some(in_flight) => {
+                        return Choice::Server(Pick {
+                            datacenter: index,
+                            server: server.clone(),
+                            in_flight,
+                        })
+                    }
+                    None => full = true,
+                }
             }
         }
-        Choice::Exhausted
+        if full {
+            Choice::Busy
+        } else {
+            Choice::Exhausted
+        }
+    }
+
+    /// Whether a server this request has not tried could take it (room or not).
+    pub fn has_another(&self, tried: &[SocketAddr], now_ms: u64) -> bool {
+        let try_all = self.all_down();
+        if try_all && self.config.when_all_down == config::WhenAllDown::Maintenance {
+            return false;
+        }
+        self.datacenters.iter().any(|dc| {
+            dc.servers
+                .iter()
+                .any(|s| !tried.contains(&s.address) && s.may_take(try_all, now_ms))
+        })
+    }
+
+    /// Whether a server of the active datacenter (or, none being active, any up one) could
+    /// take one more request now.
+    pub fn has_room(&self, now_ms: u64) -> bool {
+        let room = |dc: &Datacenter| {
+            dc.servers
+                .iter()
+                .any(|s| s.state.usable(now_ms) && s.has_room())
+        };
+        let some = match self.active_datacenter() {
+            Some(active) => room(&self.datacenters[active]),
+            None => self.datacenters.iter().any(room),
+        };
+        some || self.all_down()
+    }
+
+    /// Wait until a server of this upstream may have room again, at most `limit`.
+    pub async fn wait_for_room(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.state.room.notified()).await;
+    }
+
+    /// The datacenter a new request would go to, and what its servers can take at once in
+    /// total when every usable one has a `max_in_flight` (None: not bounded that way).
+    pub fn capacity(&self, now_ms: u64) -> (Option<usize>, Option<usize>) {
+        let Some(active) = self.active_datacenter() else {
+            return (None, None);
+        };
+        let dc = &self.datacenters[active];
+        let mut total = 0usize;
+        for server in dc.servers.iter().filter(|s| s.state.usable(now_ms)) {
+            match server.max_in_flight {
+                Some(max) => total += max,
+                None => return (Some(active), None),
+            }
+        }
+        (Some(active), (total > 0).then_some(total))
     }
 
     /// A new request for this upstream (the retry budget counts it).
@@ -490,13 +595,53 @@ impl Upstream {
                 }
             }
         }
-        for dc in &self.datacenters {
+        for (i, dc) in self.datacenters.iter().enumerate() {
             dc.active_gauge
                 .set(i64::from(dc.state.active.load(Ordering::Relaxed)));
             for server in &dc.servers {
-                server.up_gauge.set(i64::from(server.state.usable(now)));
+                let usable = server.state.usable(now);
+                server.up_gauge.set(i64::from(usable));
+                let was = server.state.was_usable.swap(usable, Ordering::AcqRel);
+                if was && !usable && !server.state.drained.load(Ordering::Relaxed) {
+                    self.schedule_cut(i, server);
+                }
             }
         }
+    }
+
+    /// A server just went down (ejected or failing its checks; a drain lets requests
+    /// finish): the tries in flight to it now are cut after `on_down.cut_after` if it is still
+    /// down then. Idempotent ones are retried elsewhere, the others answered 502, and a login
+    /// queue slot they hold is freed.
+    fn schedule_cut(&self, datacenter: usize, server: &Arc<Server>) {
+        if server.state.tries.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mark = server.state.tries.mark();
+        let server = server.clone();
+        let clock = self.clock;
+        let grace = self.config.on_down.cut_after;
+        let upstream = self.name.clone();
+        let dc = self.dc_name(datacenter).to_string();
+        runtime.spawn(async move {
+            tokio::time::sleep(grace).await;
+            if server.state.usable(clock.now_ms()) {
+                return;
+            }
+            let cut = server.state.tries.cut_before(mark);
+            if cut > 0 {
+                tracing::warn!(
+                    upstream = %upstream,
+                    datacenter = %dc,
+                    server = %server.address,
+                    requests = cut,
+                    "requests in flight to a server that went down were cut"
+                );
+            }
+        });
     }
 
     fn log_switch(&self, from: Option<usize>, to: Option<usize>) {
@@ -532,7 +677,19 @@ impl Upstream {
     }
 }
 
-/// The peer template of a server: every timeout set (pingora has no defaults).
+impl Server {
+    /// Whether this server may take a new request (room aside).
+    fn may_take(&self, try_all: bool, now_ms: u64) -> bool {
+        if try_all {
+            !self.state.drained.load(Ordering::Relaxed)
+        } else {
+            self.state.usable(now_ms)
+        }
+    }
+}
+
+/// The peer template of a server: every timeout set (pingora has no defaults), and TCP
+/// keep-alive with `TCP_USER_TIMEOUT` from `timeouts.unacked`.
 fn peer(address: SocketAddr, timeouts: &config::UpstreamTimeouts) -> HttpPeer {
     let mut peer = HttpPeer::new(address, false, String::new());
     let options = &mut peer.options;
@@ -541,6 +698,7 @@ fn peer(address: SocketAddr, timeouts: &config::UpstreamTimeouts) -> HttpPeer {
     options.read_timeout = Some(timeouts.response);
     options.write_timeout = Some(timeouts.response);
     options.idle_timeout = Some(timeouts.idle);
+    options.tcp_keepalive = timeouts.unacked.map(transport::keepalive);
     peer
 }
 

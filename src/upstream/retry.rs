@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderMap, Method};
 
+use crate::config::Resend;
+
 /// Bytes of request body pingora keeps to send again on a retry (its `BODY_BUF_LIMIT`).
 pub const REPLAY_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -42,12 +44,16 @@ impl RetryKind {
 }
 
 /// Whether sending this request again cannot change the outcome on the server: an idempotent
-/// method (GET, HEAD, OPTIONS, PUT, DELETE) or an `Idempotency-Key` header.
-pub fn safe_to_resend(method: &Method, headers: &HeaderMap) -> bool {
+/// method (GET, HEAD, OPTIONS, PUT, DELETE); an `Idempotency-Key` header only on a route whose
+/// backend honours it (`retries.idempotency_key`, else any client could make any POST
+/// resendable); a POST on a route that declares its POSTs harmless to replay
+/// (`retries.resend_post`).
+pub fn safe_to_resend(method: &Method, headers: &HeaderMap, resend: Resend) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    ) || headers.contains_key("idempotency-key")
+    ) || (resend.idempotency_key && headers.contains_key("idempotency-key"))
+        || (resend.post && *method == Method::POST)
 }
 
 /// What the proxy knows about the request when a try failed.
@@ -248,14 +254,30 @@ mod tests {
     #[test]
     fn idempotency() {
         let empty = HeaderMap::new();
-        assert!(safe_to_resend(&Method::GET, &empty));
-        assert!(safe_to_resend(&Method::PUT, &empty));
-        assert!(safe_to_resend(&Method::DELETE, &empty));
-        assert!(!safe_to_resend(&Method::POST, &empty));
-        assert!(!safe_to_resend(&Method::PATCH, &empty));
+        let default = Resend::default();
+        assert!(safe_to_resend(&Method::GET, &empty, default));
+        assert!(safe_to_resend(&Method::PUT, &empty, default));
+        assert!(safe_to_resend(&Method::DELETE, &empty, default));
+        assert!(!safe_to_resend(&Method::POST, &empty, default));
+        assert!(!safe_to_resend(&Method::PATCH, &empty, default));
         let mut keyed = HeaderMap::new();
         keyed.insert("idempotency-key", "abc".parse().unwrap());
-        assert!(safe_to_resend(&Method::POST, &keyed));
+        assert!(
+            !safe_to_resend(&Method::POST, &keyed, default),
+            "a client's Idempotency-Key means nothing unless the route says the backend honours it"
+        );
+        let honoured = Resend {
+            idempotency_key: true,
+            post: false,
+        };
+        assert!(safe_to_resend(&Method::POST, &keyed, honoured));
+        assert!(!safe_to_resend(&Method::POST, &empty, honoured));
+        let replayable = Resend {
+            idempotency_key: false,
+            post: true,
+        };
+        assert!(safe_to_resend(&Method::POST, &empty, replayable));
+        assert!(!safe_to_resend(&Method::PATCH, &empty, replayable));
     }
 
     #[tokio::test(start_paused = true)]

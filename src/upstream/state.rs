@@ -57,6 +57,11 @@ pub struct ServerState {
     pub next_check_ms: AtomicU64,
     /// A check is running (the checker never runs two at once for a server).
     pub checking: AtomicBool,
+    /// The tries in flight, by socket, so that they can be cut when the server goes down.
+    pub tries: Arc<super::transport::Tries>,
+    /// Whether the server was usable at the last evaluation (a flip to unusable schedules the
+    /// cut of its tries in flight).
+    pub was_usable: AtomicBool,
 }
 
 impl ServerState {
@@ -109,6 +114,8 @@ pub struct UpstreamState {
     /// Never taken on the request path except when a request ejects a server.
     pub evaluation: Mutex<Option<String>>,
     pub budget: RetryBudget,
+    /// Notified when a request ends on a server with `max_in_flight`: room for one more.
+    pub room: tokio::sync::Notify,
 }
 
 /// Every piece of long-lived upstream state, by stable identity. Owned by `Runtime`; looked up

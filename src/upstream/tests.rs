@@ -14,6 +14,7 @@ fn config(dcs: &[(&str, &[&str])], when_all_down: config::WhenAllDown) -> config
             .map(|(name, servers)| config::Datacenter {
                 name: (*name).into(),
                 servers: servers.iter().map(|s| s.parse().unwrap()).collect(),
+                max_in_flight: vec![None; servers.len()],
             })
             .collect(),
         min_healthy: config::MinHealthy::Count(1),
@@ -35,10 +36,14 @@ fn config(dcs: &[(&str, &[&str])], when_all_down: config::WhenAllDown) -> config
             response: Duration::from_secs(30),
             idle: Duration::from_secs(60),
             per_try: None,
+            unacked: Some(Duration::from_secs(2)),
         },
         retries: config::Retries {
             attempts: 2,
             budget: 0.2,
+        },
+        on_down: config::OnDown {
+            cut_after: Duration::from_secs(1),
         },
     }
 }

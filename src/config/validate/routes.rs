@@ -119,6 +119,17 @@ pub(super) fn routes(
         let login_queue = ctx
             .opt(&p("login_queue"), &r.login_queue, text)
             .and_then(|q| resolve(ctx, &p("login_queue"), "login queue", &q, &queue_names));
+        let rr = r.retries.unwrap_or_default();
+        let rp = |k: &str| join_key(&p("retries"), k);
+        let resend = Resend {
+            idempotency_key: ctx.or(
+                &rp("idempotency_key"),
+                &rr.idempotency_key,
+                false,
+                parse_bool,
+            ),
+            post: ctx.or(&rp("resend_post"), &rr.resend_post, false, parse_bool),
+        };
         out.push(Route {
             name: route_name.unwrap_or_default(),
             host,
@@ -128,6 +139,7 @@ pub(super) fn routes(
             upstream: upstream.unwrap_or(0),
             limits: route_limits,
             login_queue,
+            resend,
         });
     }
     out

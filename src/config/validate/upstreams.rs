@@ -47,9 +47,24 @@ fn upstream(ctx: &mut Ctx, base: &str, name_: String, u: RawUpstream) -> Upstrea
             ctx.error(&servers_path, "a datacenter needs at least one server");
         }
         let mut servers = Vec::new();
+        let mut max_in_flight = Vec::new();
         for (j, s) in raw_servers.into_iter().enumerate() {
             let path = join_index(&servers_path, j);
-            let Some(addr) = ctx.opt(&path, &Some(s), parse_socket_addr) else {
+            let (address, cap) = match s {
+                RawServerEntry::Address(a) => (Some(a), None),
+                RawServerEntry::Detailed(d) => {
+                    let cap = ctx.opt(
+                        &join_key(&path, "max_in_flight"),
+                        &d.max_in_flight,
+                        at_least(1usize),
+                    );
+                    if d.address.is_none() {
+                        ctx.error(&join_key(&path, "address"), "required field is missing");
+                    }
+                    (d.address, cap)
+                }
+            };
+            let Some(addr) = ctx.opt(&path, &address, parse_socket_addr) else {
                 continue;
             };
             if addr.port() == 0 || addr.ip().is_unspecified() {
@@ -68,10 +83,12 @@ fn upstream(ctx: &mut Ctx, base: &str, name_: String, u: RawUpstream) -> Upstrea
             }
             all_servers.push(addr);
             servers.push(addr);
+            max_in_flight.push(cap);
         }
         datacenters.push(Datacenter {
             name: dc_name.unwrap_or_default(),
             servers,
+            max_in_flight,
         });
     }
 
@@ -163,6 +180,24 @@ fn upstream(ctx: &mut Ctx, base: &str, name_: String, u: RawUpstream) -> Upstrea
             positive_duration,
         ),
         per_try: ctx.opt(&tp("per_try"), &t.per_try, positive_duration),
+        unacked: ctx.or(
+            &tp("unacked"),
+            &t.unacked,
+            Some(Duration::from_secs(2)),
+            |s| match s {
+                "off" => Ok(None),
+                _ => positive_duration(s).map(Some),
+            },
+        ),
+    };
+    let d = u.on_down.unwrap_or_default();
+    let on_down = OnDown {
+        cut_after: ctx.or(
+            &join_key(&p("on_down"), "cut_after"),
+            &d.cut_after,
+            Duration::from_secs(1),
+            parse_duration,
+        ),
     };
 
     let r = u.retries.unwrap_or_default();
@@ -198,5 +233,6 @@ fn upstream(ctx: &mut Ctx, base: &str, name_: String, u: RawUpstream) -> Upstrea
         ),
         timeouts,
         retries,
+        on_down,
     }
 }
