@@ -98,7 +98,12 @@ until curl -fsS -o /dev/null --max-time 1 http://127.0.0.1:9901/healthz 2>/dev/n
 done
 
 token_hdr=
-if [ -n "${REMPART_ADMIN_TOKEN:-}" ]; then token_hdr=' -H "Authorization: Bearer $REMPART_ADMIN_TOKEN"'; fi
+# Calls that change something need the token when there is one, else X-Rempart-Admin: 1.
+post_hdr=" -H 'X-Rempart-Admin: 1'"
+if [ -n "${REMPART_ADMIN_TOKEN:-}" ]; then
+  token_hdr=' -H "Authorization: Bearer $REMPART_ADMIN_TOKEN"'
+  post_hdr=$token_hdr
+fi
 cat <<BANNER
 
   Rempart demo is running (Ctrl-C stops everything)
@@ -107,10 +112,15 @@ cat <<BANNER
            curl -k --http2 https://localhost:8443/     (or --cacert certs/dev/ca.crt instead of -k)
   admin    curl${token_hdr} http://127.0.0.1:9901/status
            curl${token_hdr} -s http://127.0.0.1:9901/metrics | grep rempart_
+           curl -X POST${post_hdr} http://127.0.0.1:9901/upstreams/ent/datacenters/dc-a/drain
+           (traffic moves to dc-b; .../dc-a/undrain brings it back after failback_after, 30s)
            dashboard: http://127.0.0.1:9901/
   origins  dc-a: 127.0.0.1:18081 (dc-a-1), 127.0.0.1:18083 (dc-a-2)
            dc-b: 127.0.0.1:18082 (dc-b-1)
-  config   $config (reload: kill -HUP $rempart_pid, or curl -X POST http://127.0.0.1:9901/reload)
+  logins   curl -X POST -H 'X-ENT-UAI: 0750001A' http://127.0.0.1:8080/auth/login
+           (schools: conf/tenants.txt; a pass after a successful login, not after password=wrong)
+  config   $config (reload: kill -HUP $rempart_pid,
+           or curl -X POST${post_hdr} http://127.0.0.1:9901/reload)
   ------------------------------------------------------------------
 
 BANNER

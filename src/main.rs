@@ -44,8 +44,14 @@ fn main() -> ExitCode {
         }
     };
     if cli.test {
+        for warning in &config.warnings {
+            eprintln!("warning: {warning}");
+        }
         println!("configuration {} is valid", cli.conf.display());
         return ExitCode::SUCCESS;
+    }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
     }
     let mode = Mode {
         daemon: cli.daemon,

@@ -21,6 +21,9 @@ pub fn reload(runtime: &Runtime) -> Result<Reloaded, ConfigErrors> {
     let metrics = &runtime.metrics;
     match config::load(&path) {
         Ok(new) => {
+            for warning in &new.warnings {
+                tracing::warn!("{warning}");
+            }
             let needs_restart = needs_restart(&current.config, &new);
             let generation = runtime.install(new);
             runtime.last_reload_error.store(None);
@@ -85,6 +88,16 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.server.grace_period != new.server.grace_period {
         changed.push("server.grace_period".to_string());
+    }
+    // Set on pingora's HTTP/2 server at start.
+    if old.server.keepalive_timeout != new.server.keepalive_timeout {
+        changed.push("server.keepalive_timeout (HTTP/2 idle connections)".to_string());
+    }
+    if old.server.max_header_bytes != new.server.max_header_bytes {
+        changed.push("server.max_header_bytes (HTTP/2 header lists)".to_string());
+    }
+    if old.server.runtime_dir != new.server.runtime_dir {
+        changed.push("server.runtime_dir".to_string());
     }
     changed
 }

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub responses_5xx: AtomicU64,
     /// Access-log lines dropped because the writer could not keep up.
     pub access_log_dropped: AtomicU64,
+    /// The same, for Prometheus.
+    pub access_log_dropped_total: IntCounter,
 }
 
 impl Metrics {
@@ -199,6 +201,11 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(connections_closed_total.clone()))?;
+        let access_log_dropped_total = IntCounter::new(
+            "rempart_access_log_dropped_total",
+            "Access-log lines dropped because the queue to the writer was full (4 MiB)",
+        )?;
+        registry.register(Box::new(access_log_dropped_total.clone()))?;
         registry.register(Box::new(rate_limited_total.clone()))?;
         registry.register(Box::new(limit_keys.clone()))?;
         registry.register(Box::new(bans_active.clone()))?;
@@ -242,6 +249,7 @@ impl Metrics {
             requests_answered: AtomicU64::new(0),
             responses_5xx: AtomicU64::new(0),
             access_log_dropped: AtomicU64::new(0),
+            access_log_dropped_total,
         })
     }
 

@@ -166,3 +166,34 @@ fn version_prints_the_version() {
         "rempart --version printed {text:?}, expected it to contain {version}"
     );
 }
+
+#[test]
+fn risky_failover_settings_are_warned_about_but_accepted() {
+    let mut y = valid();
+    y.upstream
+        .push("timeouts: { connect: 5s, response: 30s, per_try: 30s, unacked: off }".into());
+    y.upstream
+        .push("retries: { attempts: 0, budget: 20% }".into());
+    y.routes = "  - name: login\n    match: { path_prefix: /auth/login }\n    upstream: ent\n    retries: { resend_post: true }\n  - name: default\n    match: { path_prefix: / }\n    upstream: ent\n".into();
+    let yaml = y.render();
+    let (code, stdout, stderr) = rempart_check(&yaml);
+    assert_eq!(code, 0, "warnings do not fail the check: {stdout} {stderr}");
+    for path in [
+        "upstreams.ent.timeouts.unacked",
+        "upstreams.ent.timeouts.per_try",
+        "upstreams.ent.timeouts.connect",
+        "upstreams.ent.retries.attempts",
+        "routes[0].retries.resend_post",
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("warning: ") && l.contains(path)),
+            "no warning naming {path}: {stderr}"
+        );
+    }
+    // The safe defaults warn about nothing.
+    let (code, _, stderr) = rempart_check(&valid().render());
+    assert_eq!(code, 0);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}

@@ -75,6 +75,12 @@ pub fn status(_runtime: &Runtime, snapshot: &Snapshot) -> Value {
                     q.name.clone(),
                     json!({
                         "limit": s.limit,
+                        "datacenter": s.datacenter.as_deref(),
+                        "limits_by_datacenter": s
+                            .limits_by_datacenter
+                            .iter()
+                            .map(|(dc, limit)| (dc.to_string(), Value::from(*limit)))
+                            .collect::<serde_json::Map<String, Value>>(),
                         "adaptive": q.config.adaptive.map(|a| json!({"min": a.min, "max": a.max})),
                         "in_flight": s.in_flight,
                         "waiting": s.waiting,

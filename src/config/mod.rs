@@ -140,8 +140,11 @@ pub fn from_str_with_env(
     })?;
 
     let mut ctx = validate::Ctx::new(source, &index, &expanded);
-    let config = validate::build(raw, &mut ctx, source, masked(&document));
+    let mut config = validate::build(raw, &mut ctx, source, masked(&document));
     if ctx.errors.is_empty() {
+        let mut warnings = ctx.warnings;
+        warnings.sort_by_key(|w| w.line);
+        config.warnings = warnings.iter().map(ToString::to_string).collect();
         Ok(config)
     } else {
         Err(ConfigErrors(ctx.errors).sorted())

@@ -30,6 +30,9 @@ pub struct Config {
     pub pages: Pages,
     /// The configuration as parsed, secrets replaced by `"***"`, for `GET /config`.
     pub masked: serde_json::Value,
+    /// Settings that are valid but known to lose requests, one line each
+    /// (`FILE:LINE: PATH: message`).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,8 +152,8 @@ pub struct Upstream {
 
 #[derive(Debug, Clone)]
 pub struct OnDown {
-    /// Requests still in flight to a server this long after it was declared down (ejected,
-    /// failing its health check, its datacenter down or drained) are cut: idempotent ones are
+    /// Requests still in flight to a server this long after it was declared down (ejected, or
+    /// failing its health check; a drain lets them finish) are cut: idempotent ones are
     /// retried elsewhere, the others answered 502. Default: 1s.
     pub cut_after: Duration,
 }
@@ -286,8 +289,9 @@ pub enum LimitKey {
     Query(String),
     Form(String),
     Global,
-    /// Several field sources (header, cookie, query, form): the first present gives the key;
-    /// sources that disagree, or a body that cannot be read, give the shared unreadable key.
+    /// Several field sources (header, cookie, query, form): every value found is charged (the
+    /// backend may read any of them), and the shared unreadable key too when a source cannot
+    /// be read.
     Any(Vec<LimitKey>),
 }
 

@@ -99,6 +99,8 @@ pub struct RequestCtx {
     forward_path: Option<String>,
     /// A try was cut because its server went down.
     cut: bool,
+    /// When the body started to count toward `body_min_rate`: after the login queue.
+    body_clock: Option<Instant>,
 }
 
 impl RequestCtx {
@@ -301,6 +303,7 @@ impl ProxyHttp for RempartProxy {
             upgraded: false,
             forward_path: None,
             cut: false,
+            body_clock: None,
         }
     }
 
@@ -438,7 +441,7 @@ impl ProxyHttp for RempartProxy {
                 .await;
             ctx.queue_ms = ctx.queue.queue_ms();
             match admission {
-                Admission::Admitted => {}
+                Admission::Admitted => ctx.body_clock = Some(Instant::now()),
                 Admission::Answer(answer) => {
                     self.answer(session, ctx, answer).await;
                     return Ok(true);
@@ -467,11 +470,12 @@ impl ProxyHttp for RempartProxy {
             return Ok(());
         }
         if let Some(snapshot) = ctx.snapshot.as_ref() {
-            snapshot.shield.check_body(
-                session.body_bytes_read() as u64,
-                ctx.started.elapsed(),
-                end_of_stream,
-            )?;
+            // The body's clock starts when the request leaves the line (a wait in the login
+            // queue is not a slow body).
+            let since = ctx.body_clock.unwrap_or(ctx.started).elapsed();
+            snapshot
+                .shield
+                .check_body(session.body_bytes_read() as u64, since, end_of_stream)?;
         }
         Ok(())
     }
@@ -556,7 +560,8 @@ impl ProxyHttp for RempartProxy {
         if let Some(per_try) = upstream.config.timeouts.per_try {
             let last = ctx.reached_retries >= upstream.config.retries.attempts
                 || !upstream.has_another(&ctx.tried, now);
-            if ctx.safe_to_resend && body_fits_replay_buffer(req) && !last {
+            let upgrade = session.is_upgrade_req();
+            if ctx.safe_to_resend && body_fits_replay_buffer(req) && !last && !upgrade {
                 peer.options.read_timeout = Some(per_try.min(upstream.config.timeouts.response));
                 in_flight.per_try = true;
             }
@@ -889,10 +894,9 @@ impl ProxyHttp for RempartProxy {
             request_id: &ctx.request_id,
         };
         if !self.runtime.access_log.write(&record) {
-            self.runtime
-                .metrics
-                .access_log_dropped
-                .fetch_add(1, Ordering::Relaxed);
+            let metrics = &self.runtime.metrics;
+            metrics.access_log_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics.access_log_dropped_total.inc();
         }
     }
 }

@@ -47,7 +47,11 @@ pub async fn read_form_body(session: &mut Session, deadline: Duration) -> Result
         .and_then(|v| v.trim().parse::<u64>().ok());
     let kind = body_kind(headers);
     match (chunked, length) {
-        (false, None) | (false, Some(0)) => return Ok(FormBody::Empty),
+        (false, Some(0)) => return Ok(FormBody::Empty),
+        // HTTP/1 without a length or chunked coding has no body; HTTP/2 streams need neither.
+        (false, None) if session.is_body_empty() => return Ok(FormBody::Empty),
+        (false, None) if kind == BodyKind::Other => return Ok(FormBody::Unreadable),
+        (false, None) => {}
         (true, _) => return Ok(FormBody::Unreadable),
         (false, Some(n)) if n > FORM_BODY_MAX || kind == BodyKind::Other => {
             return Ok(FormBody::Unreadable)
@@ -69,6 +73,9 @@ pub async fn read_form_body(session: &mut Session, deadline: Duration) -> Result
         Ok::<_, Box<Error>>(())
     };
     match tokio::time::timeout(deadline, read).await {
+        // Longer than announced nowhere (HTTP/2 without Content-Length): past 64 KiB it is not
+        // read, and shares the unreadable key.
+        Ok(Ok(())) if bytes.len() as u64 > FORM_BODY_MAX => Ok(FormBody::Unreadable),
         Ok(Ok(())) => Ok(FormBody::Read {
             kind,
             bytes: bytes.freeze(),

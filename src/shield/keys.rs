@@ -401,8 +401,9 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
     }
 }
 
-/// A key named by several sources (`key: [form:username, query:username]`): the first
-/// present source gives the value, provided every other present source agrees with it. Any
+/// One value for several sources, when one is needed: the first present source gives the
+/// value, provided every other present source agrees with it. (The shield's limits do not
+/// pick one: they charge every value found, see `shield::field_keys`.) Any
 /// Unreadable source, or two present sources with different values, is Unreadable (the
 /// backend may read either source: a servlet's `getParameter` returns the query's value before
 /// the body's). No source present is Absent.

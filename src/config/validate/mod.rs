@@ -26,6 +26,8 @@ pub(crate) struct Ctx<'a> {
     index: &'a LineIndex,
     expanded: &'a Expanded,
     pub(crate) errors: Vec<ConfigError>,
+    /// Valid but known to lose requests (`rempart -t` prints them; start and reload log them).
+    pub(crate) warnings: Vec<ConfigError>,
 }
 
 impl<'a> Ctx<'a> {
@@ -35,7 +37,21 @@ impl<'a> Ctx<'a> {
             index,
             expanded,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    pub(crate) fn warn(&mut self, path: &str, message: impl Into<String>) {
+        let line = self
+            .index
+            .line(path)
+            .map(|l| self.expanded.original_line(l));
+        self.warnings.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            path: path.to_string(),
+            message: message.into(),
+        });
     }
 
     pub(crate) fn error(&mut self, path: &str, message: impl Into<String>) {
@@ -168,6 +184,8 @@ pub(crate) fn build(
     let login_queues = login_queues::login_queues(ctx, raw.login_queues.unwrap_or_default());
     let pages = pages(ctx, raw.pages.unwrap_or_default());
     let routes = routes::routes(ctx, raw.routes, &upstreams, &limits, &login_queues);
+    upstreams::warn_risky(ctx, &upstreams);
+    routes::warn_risky(ctx, &routes);
     Config {
         source: source.to_path_buf(),
         server,
@@ -180,6 +198,7 @@ pub(crate) fn build(
         login_queues,
         pages,
         masked,
+        warnings: Vec::new(),
     }
 }
 

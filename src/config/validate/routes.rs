@@ -144,3 +144,15 @@ pub(super) fn routes(
     }
     out
 }
+
+/// Route settings that trade safety for availability: said once at check time.
+pub(super) fn warn_risky(ctx: &mut Ctx, routes: &[Route]) {
+    for (i, r) in routes.iter().enumerate() {
+        if r.resend.post {
+            ctx.warn(
+                &join_key(&join_key(&join_index("routes", i), "retries"), "resend_post"),
+                "POSTs of this route may be applied twice (a server that received one and failed before answering, then another): only for forms whose replay is harmless",
+            );
+        }
+    }
+}

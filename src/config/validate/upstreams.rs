@@ -236,3 +236,75 @@ fn upstream(ctx: &mut Ctx, base: &str, name_: String, u: RawUpstream) -> Upstrea
         on_down,
     }
 }
+
+/// Settings that are valid but known to lose or stall requests when a datacenter goes dark.
+pub(super) fn warn_risky(ctx: &mut Ctx, upstreams: &[Upstream]) {
+    for u in upstreams {
+        let base = join_key("upstreams", &u.name);
+        let p = |k: &str| join_key(&base, k);
+        let t = &u.timeouts;
+        if t.unacked.is_none() {
+            ctx.warn(
+                &join_key(&p("timeouts"), "unacked"),
+                format!(
+                    "off: a server that goes dark holds each request until timeouts.response ({}), and a login it holds keeps its queue slot that long",
+                    humantime(t.response)
+                ),
+            );
+        }
+        if let Some(per_try) = t.per_try {
+            if per_try >= t.response {
+                ctx.warn(
+                    &join_key(&p("timeouts"), "per_try"),
+                    "not shorter than timeouts.response: it never applies",
+                );
+            }
+        }
+        if t.connect > Duration::from_secs(3) {
+            ctx.warn(
+                &join_key(&p("timeouts"), "connect"),
+                format!(
+                    "{}: while a datacenter drops packets, every new request to it waits that long",
+                    humantime(t.connect)
+                ),
+            );
+        }
+        if u.retries.attempts == 0 {
+            ctx.warn(
+                &join_key(&p("retries"), "attempts"),
+                "0: a request in flight to a server that goes dark fails even when it is safe to resend",
+            );
+        }
+        if u.retries.budget <= 0.0 {
+            ctx.warn(
+                &join_key(&p("retries"), "budget"),
+                "0%: no request is ever retried, even one that never reached a server",
+            );
+        }
+        let hc = &u.health_check;
+        let detect = hc.interval * hc.fall + hc.timeout;
+        if detect > Duration::from_secs(10) {
+            ctx.warn(
+                &p("health_check"),
+                format!(
+                    "a dark server is noticed by the checks only after about {} (interval x fall + timeout)",
+                    humantime(detect)
+                ),
+            );
+        }
+        if u.on_down.cut_after >= t.response {
+            ctx.warn(
+                &join_key(&p("on_down"), "cut_after"),
+                "not shorter than timeouts.response: requests stuck on a server that went down are never cut",
+            );
+        }
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
