@@ -632,7 +632,10 @@ impl QueueCore {
     }
 
     pub fn status(&self, top: usize) -> QueueStatus {
-        let state = self.lock();
+        let mut state = self.lock();
+        // An idle queue has not looked at its upstream lately.
+        self.look(&mut state);
+        self.publish(&state);
         let waiting = state.line.len();
         QueueStatus {
             limit: state.limit(),
