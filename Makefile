@@ -6,7 +6,9 @@
 #                target/debug/rempart) and run every test of the workspace
 #   make bench   Rempart against NGINX and HAProxy on this machine (bench/run.sh), then the
 #                shield's cost: memory with a million client addresses, req/s with and
-#                without limits (bench/shield.sh)
+#                without limits (bench/shield.sh), then what connections cost against NGINX
+#                and HAProxy: memory for 10,000 idle keep-alive connections (HTTP/1.1, TLS,
+#                HTTP/2) and CPU under five HTTP/2 attacks (bench/connections.sh)
 #   make check   formatting and clippy, warnings as errors
 #   make deps    install the missing system tools (apt-get, only when one is missing)
 #   make build   release build of the workspace
@@ -32,6 +34,7 @@ test: deps
 bench:
 	@bash bench/run.sh
 	@bash bench/shield.sh
+	@bash bench/connections.sh
 
 check:
 	$(CARGO) fmt --all -- --check

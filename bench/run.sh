@@ -40,7 +40,7 @@ cargo build --release --workspace
 rm -rf "$out"
 mkdir -p "$out"
 
-# --- processes and ports (pids, cleanup on exit, free_port, wait_ready) -----------------------
+# --- processes and ports (pids, cleanup on exit, free_port, wait_ready, cpu_idle) -------------
 . bench/common.sh
 
 # --- origin ------------------------------------------------------------------------------------
@@ -161,14 +161,7 @@ to_ms() {
 wrk_cmd="wrk -t$wrk_threads -c$connections -d${duration}s --latency"
 declare -A rps=() p50=() p99=() errors=() all_rps=()
 targets=(origin rempart nginx haproxy)
-# Share of the CPUs that is idle over one second, to tell a quiet machine from a busy one.
-cpu_idle() {
-  local a b
-  a=$(awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
-  sleep 1
-  b=$(awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; printf "%.0f%%", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
-}
+# Share of the CPUs that is idle over one second (cpu_idle, bench/common.sh).
 idle_before=$(cpu_idle)
 log "CPU idle before measuring: $idle_before (other work on the machine skews the figures)"
 # Rounds go through every target in turn, so that a change of background load touches all of

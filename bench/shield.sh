@@ -33,9 +33,8 @@ log "building (release)"
 cargo build --release --workspace
 mkdir -p "$out"
 
-# pids, cleanup on exit, free_port, wait_ready.
+# pids, cleanup on exit, free_port, wait_ready, rss_kib.
 . bench/common.sh
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 free_port; origin_port=$PORT
 target/release/ent-origin --listen "127.0.0.1:$origin_port" --name bench-origin --workers 2 \
