@@ -117,7 +117,13 @@ impl ServerApp for Edge {
                     tracing::error!("a TLS listener's connection is not a TCP stream");
                     return None;
                 };
-                match tokio::time::timeout(handshake_timeout, acceptor.tls_handshake(*tcp)).await {
+                // Boxed: the handshake's state is large and lives only while it runs; the
+                // connection's own future stays small for as long as it is open (idle).
+                let handshake = Box::pin(tokio::time::timeout(
+                    handshake_timeout,
+                    acceptor.tls_handshake(*tcp),
+                ));
+                match handshake.await {
                     Ok(Ok(tls)) => Box::new(tls),
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "TLS handshake failed");

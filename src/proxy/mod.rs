@@ -1,9 +1,13 @@
 //! The request pipeline: Rempart's pingora `ProxyHttp` implementation and its per-request
 //! context. The hooks follow SPEC section 3: route, then upstream, then response and log.
 
+mod classify;
+mod context;
 pub mod edge;
 
-use std::net::{IpAddr, SocketAddr};
+use classify::{body_fits_replay_buffer, head_bytes, is_tls, outcome_of, reason_of, request_host};
+pub use context::{RequestCtx, RequestGuard};
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,12 +23,10 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::answer::{Answer, Reason};
 use crate::forwarded::{self, RequestIds};
-use crate::runtime::{Runtime, Snapshot};
-use crate::telemetry::{
-    clip, rfc3339_now, AccessRecord, Metrics, LOGGED_HOST_BYTES, LOGGED_PATH_BYTES,
-};
-use crate::upstream::retry::{self, Attempt, RetryKind};
-use crate::upstream::{Choice, InFlight, Outcome, Upstream};
+use crate::runtime::Runtime;
+use crate::telemetry::{clip, rfc3339_now, AccessRecord, LOGGED_HOST_BYTES, LOGGED_PATH_BYTES};
+use crate::upstream::retry::{self, RetryKind};
+use crate::upstream::{Choice, Outcome};
 
 /// Rempart's proxy logic, shared by every worker.
 pub struct RempartProxy {
@@ -41,207 +43,8 @@ impl RempartProxy {
     }
 }
 
-/// Counts a request in flight for as long as its context lives.
-pub struct RequestGuard(Arc<Metrics>);
-
-impl RequestGuard {
-    fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.requests_in_flight.fetch_add(1, Ordering::AcqRel);
-        RequestGuard(metrics)
-    }
-}
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.0.requests_in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// What Rempart knows about one request, from its head to its log line.
-pub struct RequestCtx {
-    _guard: RequestGuard,
-    started: Instant,
-    /// Loaded once in `request_filter`; the whole request runs under it.
-    snapshot: Option<Arc<Snapshot>>,
-    peer_ip: Option<IpAddr>,
-    client_ip: Option<IpAddr>,
-    peer_trusted: bool,
-    tls: bool,
-    host: String,
-    request_id: String,
-    route: Option<usize>,
-    /// Set when Rempart answered itself.
-    reason: Option<Reason>,
-    /// Datacenter (index in the snapshot's upstream) of the current or last try.
-    datacenter: Option<usize>,
-    current: Option<InFlight>,
-    tried: Vec<SocketAddr>,
-    /// Every retry made (for the access log).
-    retries: u32,
-    /// Retries after a try that reached a server (bounded by `retries.attempts`).
-    reached_retries: u32,
-    /// The request may be sent again (idempotent method or `Idempotency-Key`).
-    safe_to_resend: bool,
-    /// `upstream_response_filter` turned a 502-504 answer into a retry.
-    retrying_status: bool,
-    /// No datacenter was up: the answer is the maintenance page.
-    all_down: bool,
-    try_started: Option<Instant>,
-    upstream_ms: Option<f64>,
-    /// The shield's view of this request (the limit that refused it).
-    shield: crate::shield::RequestState,
-    /// The login queue's view of this request (admission permit, ticket, pass).
-    queue: crate::queue::RequestState,
-    queue_ms: Option<f64>,
-    /// The connection was upgraded (101): its bytes are no request body any more.
-    upgraded: bool,
-    /// The normalised path to send upstream, when it differs from the one received.
-    forward_path: Option<String>,
-    /// A try was cut because its server went down.
-    cut: bool,
-    /// When the body started to count toward `body_min_rate`: after the login queue.
-    body_clock: Option<Instant>,
-}
-
-impl RequestCtx {
-    fn upstream(&self) -> Option<Arc<Upstream>> {
-        let snapshot = self.snapshot.as_ref()?;
-        let route = snapshot.routes.get(self.route?)?;
-        snapshot.upstreams.get(route.route.upstream).cloned()
-    }
-
-    /// Close the current try with this outcome; `blame_server` is false when the failure came
-    /// from the client side.
-    fn end_try(&mut self, outcome: Outcome, status: Option<u16>, blame_server: bool) {
-        if let Some(in_flight) = self.current.take() {
-            if let (Some(upstream), Some(dc)) = (self.upstream(), self.datacenter) {
-                upstream.observe(dc, in_flight.server(), outcome, status, blame_server);
-            }
-        }
-        if let Some(started) = self.try_started.take() {
-            self.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        }
-    }
-
-    /// Decide whether the try that just failed is retried, and count it.
-    fn retry(&mut self, session: &Session, kind: RetryKind) -> bool {
-        let Some(upstream) = self.upstream() else {
-            return false;
-        };
-        let now = upstream.now_ms();
-        let attempt = Attempt {
-            kind,
-            safe: self.safe_to_resend,
-            body_replayable: body_fits_replay_buffer(session.req_header())
-                && !session.as_ref().retry_buffer_truncated(),
-            response_started: session.response_written().is_some(),
-            reached_retries: self.reached_retries,
-            attempts: upstream.config.retries.attempts,
-            another_server: upstream.has_another(&self.tried, now),
-        };
-        if upstream.decide_retry(&attempt, now).is_err() {
-            return false;
-        }
-        self.retries += 1;
-        if kind != RetryKind::Connect {
-            self.reached_retries += 1;
-        }
-        true
-    }
-}
-
 /// Seconds a client is asked to wait when every datacenter is down.
 const MAINTENANCE_RETRY_AFTER: u64 = 30;
-
-/// Whether the request's body, if any, fits pingora's replay buffer, so a timed-out try can be
-/// sent again (a chunked body of unknown length does not count as fitting).
-fn body_fits_replay_buffer(req: &RequestHeader) -> bool {
-    if req.headers.contains_key(header::TRANSFER_ENCODING) {
-        return false;
-    }
-    req.headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .is_none_or(|len| len <= retry::REPLAY_BUFFER_BYTES)
-}
-
-fn is_tls(digest: Option<&Digest>) -> bool {
-    digest.is_some_and(|d| d.ssl_digest.is_some())
-}
-
-/// The request's host, lowercase and without port: `Host`, else the URI authority (HTTP/2).
-fn request_host(req: &RequestHeader) -> String {
-    let raw = req
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    let without_port = if raw.starts_with('[') {
-        // [v6]:port
-        raw.split_once(']').map_or(raw, |(h, _)| h)
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
-    };
-    let host = without_port.trim_start_matches('[');
-    host.to_ascii_lowercase()
-}
-
-/// Bytes of the request head as received, approximately: request line and header lines.
-fn head_bytes(req: &RequestHeader) -> usize {
-    let uri = req.uri.path_and_query().map_or(1, |pq| pq.as_str().len());
-    req.headers.iter().fold(uri + 16, |sum, (name, value)| {
-        sum + name.as_str().len() + value.len() + 4
-    })
-}
-
-/// Classify an error that ended a try at an upstream server.
-fn outcome_of(e: &Error) -> Outcome {
-    match e.etype() {
-        ErrorType::ConnectTimedout
-        | ErrorType::ConnectRefused
-        | ErrorType::ConnectNoRoute
-        | ErrorType::ConnectError
-        | ErrorType::TLSHandshakeFailure
-        | ErrorType::TLSHandshakeTimedout => Outcome::ConnectError,
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Outcome::Timeout,
-        _ => Outcome::Error,
-    }
-}
-
-/// The reason Rempart gives the client for an error that ended the request.
-fn reason_of(e: &Error) -> Option<Reason> {
-    match e.etype() {
-        ErrorType::HTTPStatus(413) => Some(Reason::BodyTooLarge),
-        ErrorType::HTTPStatus(431) => Some(Reason::HeadersTooLarge),
-        ErrorType::HTTPStatus(408) => Some(Reason::BodyTooSlow),
-        ErrorType::HTTPStatus(400) => Some(Reason::Malformed),
-        ErrorType::HTTPStatus(503) => Some(Reason::NoUpstream),
-        ErrorType::HTTPStatus(504) => Some(Reason::UpstreamTimeout),
-        ErrorType::HTTPStatus(_) => Some(Reason::UpstreamError),
-        _ => match e.esource() {
-            ErrorSource::Upstream => Some(match outcome_of(e) {
-                Outcome::Timeout => Reason::UpstreamTimeout,
-                Outcome::ConnectError if e.etype() == &ErrorType::ConnectTimedout => {
-                    Reason::UpstreamTimeout
-                }
-                _ => Reason::UpstreamError,
-            }),
-            ErrorSource::Downstream => match e.etype() {
-                // Request heads are read before any hook: a read timeout here is a body
-                // that stopped arriving.
-                ErrorType::ReadTimedout => Some(Reason::BodyTooSlow),
-                ErrorType::ReadError
-                | ErrorType::WriteError
-                | ErrorType::ConnectionClosed
-                | ErrorType::WriteTimedout => None,
-                _ => Some(Reason::Malformed),
-            },
-            ErrorSource::Internal | ErrorSource::Unset => Some(Reason::UpstreamError),
-        },
-    }
-}
 
 impl RempartProxy {
     /// Write an answer of Rempart's own and remember why, for metrics and the log.

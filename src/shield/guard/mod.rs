@@ -15,19 +15,24 @@
 //! The guard shares a [`Control`] with whoever owns the connection: the edge (keep-alive), the
 //! pipeline (upgrade, deny) and the drain (heads in progress).
 
+mod control;
 pub mod h1;
 pub mod h2;
+mod registry;
+
+pub use control::{current, with_connection, CloseReason, Control, GuardReport};
+use control::{BODY, HEAD, UPGRADED};
+pub use registry::{Registered, Registry};
 
 use std::future::Future;
 use std::io::{Error, ErrorKind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use atomic_waker::AtomicWaker;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
     UniqueIDType, ALPN,
@@ -36,7 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use h1::{HeadScanner, Scan};
-use h2::{Abuse, FrameReader, FrameWriter};
+use h2::{FrameReader, FrameWriter};
 
 /// The limits a guard enforces, from `server:`.
 #[derive(Debug, Clone, Copy)]
@@ -45,129 +50,6 @@ pub struct GuardSettings {
     pub keepalive_timeout: Duration,
     pub upgrade_idle_timeout: Duration,
     pub max_header_bytes: usize,
-}
-
-/// Why Rempart closed a client connection (`rempart_connections_closed_total{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum CloseReason {
-    /// An HTTP/1 head not complete within `header_timeout` (408 when some of it arrived).
-    HeaderTimeout = 1,
-    /// An HTTP/1 head over `max_header_bytes` (431).
-    HeadersTooLarge,
-    /// No new request within `keepalive_timeout`.
-    KeepaliveTimeout,
-    /// An upgraded connection quiet for `upgrade_idle_timeout`.
-    UpgradeIdle,
-    /// HTTP/2: preface, SETTINGS and HEADERS, or a header block, not within `header_timeout`.
-    H2HeaderTimeout,
-    H2ControlFlood,
-    H2HeaderBlockTooLarge,
-    H2BadPreface,
-    /// The client's address is denied (a reload added it to `shield.deny`).
-    Denied,
-}
-
-impl CloseReason {
-    pub const ALL: [CloseReason; 9] = [
-        CloseReason::HeaderTimeout,
-        CloseReason::HeadersTooLarge,
-        CloseReason::KeepaliveTimeout,
-        CloseReason::UpgradeIdle,
-        CloseReason::H2HeaderTimeout,
-        CloseReason::H2ControlFlood,
-        CloseReason::H2HeaderBlockTooLarge,
-        CloseReason::H2BadPreface,
-        CloseReason::Denied,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::HeaderTimeout => "header_timeout",
-            CloseReason::HeadersTooLarge => "headers_too_large",
-            CloseReason::KeepaliveTimeout => "keepalive_timeout",
-            CloseReason::UpgradeIdle => "upgrade_idle_timeout",
-            CloseReason::H2HeaderTimeout => "h2_header_timeout",
-            CloseReason::H2ControlFlood => Abuse::ControlFlood.as_str(),
-            CloseReason::H2HeaderBlockTooLarge => Abuse::HeaderBlockTooLarge.as_str(),
-            CloseReason::H2BadPreface => Abuse::BadPreface.as_str(),
-            CloseReason::Denied => "denied",
-        }
-    }
-
-    fn from_u8(code: u8) -> Option<CloseReason> {
-        CloseReason::ALL.into_iter().find(|r| *r as u8 == code)
-    }
-
-    fn of(abuse: Abuse) -> CloseReason {
-        match abuse {
-            Abuse::ControlFlood => CloseReason::H2ControlFlood,
-            Abuse::HeaderBlockTooLarge => CloseReason::H2HeaderBlockTooLarge,
-            Abuse::BadPreface => CloseReason::H2BadPreface,
-        }
-    }
-}
-
-/// Where the guard's counts go: closes by reason, and heads being read now (the drain waits
-/// for them).
-pub trait GuardReport: Send + Sync {
-    fn closed(&self, reason: CloseReason);
-    /// An HTTP/1 answer the guard wrote itself (408, 431).
-    fn answered(&self, reason: CloseReason);
-    fn heads_in_progress(&self) -> &AtomicI64;
-}
-
-// Phases of an HTTP/1 connection, shared with its owners.
-const HEAD: u8 = 0;
-const BODY: u8 = 1;
-const UPGRADED: u8 = 2;
-
-/// The guard's handle for the connection's owners.
-pub struct Control {
-    phase: AtomicU8,
-    /// A close requested from outside (0: none), as a `CloseReason`.
-    kill: AtomicU8,
-    waker: AtomicWaker,
-}
-
-impl Control {
-    fn new() -> Self {
-        Control {
-            phase: AtomicU8::new(HEAD),
-            kill: AtomicU8::new(0),
-            waker: AtomicWaker::new(),
-        }
-    }
-
-    /// The connection was upgraded (101): the body rules no longer apply, the upgrade idle
-    /// timeout does.
-    pub fn upgraded(&self) {
-        self.phase.store(UPGRADED, Ordering::Release);
-        self.waker.wake();
-    }
-
-    /// Close the connection (HTTP/2: after a GOAWAY) as soon as the guard can.
-    pub fn close(&self, reason: CloseReason) {
-        let _ = self
-            .kill
-            .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
-        self.waker.wake();
-    }
-}
-
-tokio::task_local! {
-    /// The guard control of the HTTP/1 connection whose request this task serves.
-    static CONNECTION: Arc<Control>;
-}
-
-/// Run `f` with `control` as the current connection's control.
-pub async fn with_connection<F: Future>(control: Arc<Control>, f: F) -> F::Output {
-    CONNECTION.scope(control, f).await
-}
-
-/// The control of the HTTP/1 connection of the current request, if any.
-pub fn current() -> Option<Arc<Control>> {
-    CONNECTION.try_with(|c| c.clone()).ok()
 }
 
 /// What the guard writes when it ends a connection, and how far it got.
@@ -846,71 +728,6 @@ impl GetSocketDigest for Guard {
 
 #[async_trait]
 impl Peek for Guard {}
-
-/// The guards of the open connections, by peer address (unique while a connection is open),
-/// so that a request or a reload can end a connection: an HTTP/2 connection from an address a
-/// reload denied gets a GOAWAY.
-#[derive(Default)]
-pub struct Registry {
-    /// Control and whether the connection is HTTP/2.
-    open: dashmap::DashMap<std::net::SocketAddr, (Arc<Control>, bool)>,
-}
-
-/// A connection in the registry, removed when dropped.
-pub struct Registered<'a> {
-    registry: &'a Registry,
-    peer: std::net::SocketAddr,
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.registry.open.remove(&self.peer);
-    }
-}
-
-impl Registry {
-    pub fn register(
-        &self,
-        peer: std::net::SocketAddr,
-        control: Arc<Control>,
-        h2: bool,
-    ) -> Registered<'_> {
-        self.open.insert(peer, (control, h2));
-        Registered {
-            registry: self,
-            peer,
-        }
-    }
-
-    /// Close the connection from `peer`, if open.
-    pub fn close(&self, peer: &std::net::SocketAddr, reason: CloseReason) {
-        if let Some(entry) = self.open.get(peer) {
-            entry.0.close(reason);
-        }
-    }
-
-    /// Send a GOAWAY to every HTTP/2 connection whose peer `denied` says no to (HTTP/1 ones
-    /// get a 403 and close at their next request); returns how many.
-    pub fn close_h2_where(&self, denied: impl Fn(std::net::IpAddr) -> bool) -> usize {
-        let mut closed = 0;
-        for entry in self.open.iter() {
-            let (control, h2) = entry.value();
-            if *h2 && denied(entry.key().ip()) {
-                control.close(CloseReason::Denied);
-                closed += 1;
-            }
-        }
-        closed
-    }
-
-    pub fn len(&self) -> usize {
-        self.open.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.open.is_empty()
-    }
-}
 
 /// Take a guard back from the stream pingora returns after a request.
 pub fn from_stream(stream: Stream) -> Option<Box<Guard>> {

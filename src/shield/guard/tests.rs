@@ -1,6 +1,6 @@
 //! The guard on paused time, over in-memory streams.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Mutex;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
