@@ -22,7 +22,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::answer::{Answer, Reason};
-use crate::forwarded::{self, RequestIds};
+use crate::forwarded::{self, RequestIds, X_REQUEST_ID};
 use crate::runtime::Runtime;
 use crate::telemetry::{clip, rfc3339_now, AccessRecord, LOGGED_HOST_BYTES, LOGGED_PATH_BYTES};
 use crate::upstream::retry::{self, RetryKind};
@@ -157,7 +157,7 @@ impl ProxyHttp for RempartProxy {
         }
         let req = session.req_header();
         ctx.host = request_host(req);
-        ctx.request_id = match req.headers.get("x-request-id") {
+        ctx.request_id = match req.headers.get(&X_REQUEST_ID) {
             Some(id) if ctx.peer_trusted && forwarded::acceptable_request_id(id.as_bytes()) => {
                 String::from_utf8_lossy(id.as_bytes()).into_owned()
             }
@@ -446,7 +446,7 @@ impl ProxyHttp for RempartProxy {
                 }
             }
         }
-        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream_request.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())?;
         if let Some(path) = &ctx.forward_path {
             let uri = match upstream_request.uri.query() {
                 Some(query) => format!("{path}?{query}"),
