@@ -18,6 +18,8 @@ tools=(
   ip:iproute2             # failover tests (network namespaces, addresses)
   iptables:iptables       # failover tests (dropping a datacenter's packets)
   chromium:chromium       # the dashboard test renders the admin page in headless Chromium
+  promtool:prometheus     # deploy test: promtool check/test rules on deploy/prometheus/ (the
+                          # package brings the Prometheus service too; only promtool is used)
 )
 if [ "${1:-}" = "--bench" ]; then
   tools+=(
