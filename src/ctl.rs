@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use target::{Endpoint, DEFAULT_ADMIN, DEFAULT_CONF, FALLBACK_CONF};
+use target::Endpoint;
 
 use locate::locate;
 use table::Style;
