@@ -55,7 +55,7 @@ Exit codes:
   1  the admin API refused or failed the call (its error is printed), or a reload was refused
   2  usage error (bad arguments, an ambiguous datacenter or server)
   3  the admin API cannot be reached (nothing listens, timeout, not HTTP)
-  4  not found: no such datacenter, server, queue or ban
+  4  not found: no such datacenter, server, upstream, queue or ban
 
 Examples:
   rempart ctl status
