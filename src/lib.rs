@@ -2,11 +2,13 @@
 //!
 //! The configuration (`config`) is compiled into a snapshot (`runtime`) that the request
 //! pipeline (`proxy`) reads once per request; `upstream` chooses servers, `tls` certificates,
-//! `telemetry` counts and logs, `admin` exposes it all, and `launch` starts the whole.
+//! `telemetry` counts and logs, `admin` exposes it all, and `launch` starts the whole;
+//! `ctl` is the operator's client of the admin API.
 
 pub mod admin;
 pub mod answer;
 pub mod config;
+pub mod ctl;
 pub mod forwarded;
 pub mod launch;
 pub mod path;
