@@ -447,6 +447,13 @@ impl ProxyHttp for RempartProxy {
             }
         }
         upstream_request.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())?;
+        // An HTTP/1.0 request may name no host; HTTP/1.1, which Rempart speaks upstream, must
+        // (RFC 9112, section 3.2): the server's address stands in, as NGINX's `$proxy_host`.
+        if !upstream_request.headers.contains_key(header::HOST) {
+            if let Some(server) = ctx.tried.last() {
+                upstream_request.insert_header(header::HOST, server.to_string())?;
+            }
+        }
         if let Some(path) = &ctx.forward_path {
             let uri = match upstream_request.uri.query() {
                 Some(query) => format!("{path}?{query}"),
