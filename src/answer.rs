@@ -24,6 +24,9 @@ pub enum Reason {
     HeadersTooLarge,
     RateLimited,
     WaitingRoom,
+    /// The waiting room's poll (`X-Rempart-Poll`) was let through by the line: 200, nothing
+    /// sent upstream; the page loads its address again.
+    QueueTurn,
     QueueFull,
     Maintenance,
     NoUpstream,
@@ -47,6 +50,7 @@ impl Reason {
             Reason::HeadersTooLarge => "headers_too_large",
             Reason::RateLimited => "rate_limited",
             Reason::WaitingRoom => "waiting_room",
+            Reason::QueueTurn => "queue_turn",
             Reason::QueueFull => "queue_full",
             Reason::Maintenance => "maintenance",
             Reason::NoUpstream => "no_upstream",
@@ -60,6 +64,7 @@ impl Reason {
         match self {
             Reason::Malformed | Reason::PathRejected => 400,
             Reason::Denied | Reason::Banned => 403,
+            Reason::QueueTurn => 200,
             Reason::NoRoute => 404,
             Reason::HeaderTimeout | Reason::BodyTooSlow => 408,
             Reason::BodyTooLarge => 413,
@@ -101,6 +106,7 @@ impl Reason {
             Reason::WaitingRoom => {
                 "Vous êtes dans la file d'attente. / You are in the waiting line."
             }
+            Reason::QueueTurn => "C'est votre tour. / It is your turn.",
             Reason::QueueFull => {
                 "La file d'attente est pleine, réessayez dans un instant. / The waiting line is full, try again shortly."
             }

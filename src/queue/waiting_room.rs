@@ -1,6 +1,6 @@
 //! The answers of the login queue: the waiting room (503, `Retry-After`, the configured page or
 //! `{"queued":true,"position":N,"eta_seconds":S,"tenant":"..."}`, and the `rempart_ticket`
-//! cookie) and the full queue (503 at once).
+//! cookie), the turn of the page's poll (200), and the full queue (503 at once).
 
 use std::sync::Arc;
 
@@ -80,6 +80,21 @@ pub fn waiting_room(place: &Place<'_>, page: Option<&Arc<str>>) -> Answer {
     answer
 }
 
+/// The answer to the waiting room's poll (`X-Rempart-Poll`) when the line lets it through:
+/// 200 `{"queued":false,"tenant":"..."}` and the ticket, renewed. The page then loads its
+/// address again, and that request takes the ticket's place in line.
+pub fn turn(tenant: &str, ticket_cookie: Option<String>) -> Answer {
+    let mut answer = Answer::new(Reason::QueueTurn);
+    answer.json = Some(serde_json::json!({
+        "queued": false,
+        "tenant": tenant,
+    }));
+    if let Some(value) = ticket_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        answer.headers.push((SET_COOKIE, value));
+    }
+    answer
+}
+
 pub fn queue_full(queue: &str) -> Answer {
     let mut answer = Answer::new(Reason::QueueFull).detail(queue);
     answer.retry_after = Some(5);
@@ -123,6 +138,17 @@ mod tests {
             v,
             serde_json::json!({"queued":true,"position":3,"eta_seconds":7,"tenant":"0123456A"})
         );
+    }
+
+    #[test]
+    fn turn_body_and_renewed_ticket() {
+        let answer = turn("0123456A", Some("rempart_ticket=x.y; Path=/".into()));
+        let (head, body) = answer.render(Some(b"application/json")).unwrap();
+        assert_eq!(head.status.as_u16(), 200);
+        assert_eq!(head.headers["set-cookie"], "rempart_ticket=x.y; Path=/");
+        assert!(!head.headers.contains_key("retry-after"));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v, serde_json::json!({"queued":false,"tenant":"0123456A"}));
     }
 
     #[test]
