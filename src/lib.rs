@@ -9,6 +9,7 @@ pub mod answer;
 pub mod config;
 pub mod forwarded;
 pub mod launch;
+pub mod pages;
 pub mod path;
 pub mod proxy;
 pub mod queue;
