@@ -11,6 +11,7 @@ pub mod config;
 pub mod ctl;
 pub mod forwarded;
 pub mod launch;
+pub mod pages;
 pub mod path;
 pub mod proxy;
 pub mod queue;

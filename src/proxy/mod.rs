@@ -21,8 +21,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::answer::{Answer, Reason};
+use crate::answer::{Answer, Page, Reason};
 use crate::forwarded::{self, RequestIds, X_REQUEST_ID};
+use crate::pages::Builtin;
 use crate::runtime::Runtime;
 use crate::telemetry::{clip, rfc3339_now, AccessRecord, LOGGED_HOST_BYTES, LOGGED_PATH_BYTES};
 use crate::upstream::retry::{self, RetryKind};
@@ -594,11 +595,16 @@ impl ProxyHttp for RempartProxy {
             let mut answer = Answer::new(Reason::Maintenance);
             answer.retry_after = Some(MAINTENANCE_RETRY_AFTER);
             answer.close = true;
-            answer.page = ctx
+            let configured = ctx
                 .snapshot
                 .as_ref()
-                .and_then(|s| s.config.pages.maintenance.as_ref())
-                .map(|page| page.html.clone());
+                .and_then(|s| s.config.pages.maintenance.as_ref());
+            answer.page = Some(match configured {
+                Some(page) => Page::Configured(page.html.clone()),
+                None => Page::Builtin(Builtin::Maintenance {
+                    retry_after: MAINTENANCE_RETRY_AFTER,
+                }),
+            });
             self.answer(session, ctx, answer).await;
             return FailToProxy {
                 error_code: Reason::Maintenance.status(),
