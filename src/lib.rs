@@ -2,7 +2,8 @@
 //!
 //! The configuration (`config`) is compiled into a snapshot (`runtime`) that the request
 //! pipeline (`proxy`) reads once per request; `upstream` chooses servers, `tls` certificates,
-//! `telemetry` counts and logs, `admin` exposes it all, and `launch` starts the whole.
+//! `telemetry` counts and logs, `schedule` swaps in the overlays of the hour, `admin` exposes it
+//! all, and `launch` starts the whole.
 
 pub mod admin;
 pub mod answer;
@@ -15,6 +16,7 @@ pub mod queue;
 pub mod reload;
 pub mod runtime;
 pub mod runtime_dir;
+pub mod schedule;
 pub mod shield;
 pub mod telemetry;
 pub mod tls;
