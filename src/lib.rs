@@ -2,8 +2,8 @@
 //!
 //! The configuration (`config`) is compiled into a snapshot (`runtime`) that the request
 //! pipeline (`proxy`) reads once per request; `upstream` chooses servers, `tls` certificates,
-//! `telemetry` counts and logs, `admin` exposes it all, and `launch` starts the whole;
-//! `ctl` is the operator's client of the admin API.
+//! `telemetry` counts and logs, `schedule` swaps in the overlays of the hour, `admin` exposes it
+//! all, and `launch` starts the whole; `ctl` is the operator's client of the admin API.
 
 pub mod admin;
 pub mod answer;
@@ -18,6 +18,7 @@ pub mod queue;
 pub mod reload;
 pub mod runtime;
 pub mod runtime_dir;
+pub mod schedule;
 pub mod shield;
 pub mod telemetry;
 pub mod tls;

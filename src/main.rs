@@ -68,7 +68,21 @@ fn main() -> ExitCode {
         for warning in &config.warnings {
             eprintln!("warning: {warning}");
         }
+        // What the schedules do from now (by the clock a start would read).
+        let outlook = match (&config.schedules, rempart::schedule::clock::from_env()) {
+            (Some(schedules), Ok(clock)) => {
+                Some(rempart::schedule::describe(schedules, clock.now()))
+            }
+            (None, _) => None,
+            (Some(_), Err(e)) => {
+                eprintln!("rempart: {e}");
+                return ExitCode::from(1);
+            }
+        };
         println!("configuration {} is valid", conf.display());
+        if let Some(line) = outlook {
+            println!("{line}");
+        }
         return ExitCode::SUCCESS;
     }
     for warning in &config.warnings {
