@@ -1,7 +1,10 @@
 # Rempart: the commands a developer, an operator and CI use.
 #
-#   make run     install what is missing, build (release), start the demo: two stand-in
-#                datacenters (ent-origin) and Rempart in the foreground with conf/rempart.yaml
+#   make run     install what running needs when missing, build (release), start the demo:
+#                two stand-in datacenters (ent-origin) and Rempart in the foreground with
+#                conf/rempart.yaml
+#   make cluster the same with two Rempart nodes sharing one redis-server (installed when
+#                missing): conf/cluster-demo.sh, conf/cluster.yaml
 #   make test    install what is missing, build (debug: the integration tests run
 #                target/debug/rempart) and run every test of the workspace
 #   make bench   Rempart against NGINX and HAProxy on this machine (bench/run.sh), then the
@@ -20,16 +23,20 @@
 
 CARGO ?= cargo
 
-.PHONY: run test bench check deps build clean
+.PHONY: run cluster test bench check deps build clean
 
 deps:
 	@.ci/install-deps.sh
 
 build:
+	@.ci/install-deps.sh --run
 	$(CARGO) build --release --workspace
 
-run: deps build
+run: build
 	@bash conf/demo.sh
+
+cluster: build
+	@bash conf/cluster-demo.sh
 
 test: deps
 	$(CARGO) build --workspace

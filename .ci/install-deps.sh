@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the system tools Rempart needs, only when they are missing.
 #
-#   .ci/install-deps.sh              build + test tools (make deps)
+#   .ci/install-deps.sh              build + test tools (make deps, make test)
+#   .ci/install-deps.sh --run        what building and running the demo needs (make run, make
+#                                    cluster; redis-server is added for make cluster)
 #   .ci/install-deps.sh --bench      the same, plus nginx, haproxy, wrk, h2load and python3 (make
 #                                    bench; openssl, for its s_time, is in the first list)
 #
@@ -16,13 +18,22 @@ tools=(
   pkg-config:pkg-config
   curl:curl               # the demo tour and health probes by hand
   openssl:openssl         # dev certificates; `openssl s_time` for bench/scenarios.sh
+)
+test_tools=(
   ip:iproute2             # failover tests (network namespaces, addresses)
   iptables:iptables       # failover tests (dropping a datacenter's packets)
   chromium:chromium       # the dashboard test renders the admin page in headless Chromium
   promtool:prometheus     # deploy test: promtool check/test rules on deploy/prometheus/ (the
                           # package brings the Prometheus service too; only promtool is used)
+  redis-server:redis-server  # cluster tests: a real store on a free loopback port
 )
+case "${1:-}" in
+  --run) ;;
+  --cluster) tools+=(redis-server:redis-server) ;;
+  *) tools+=("${test_tools[@]}") ;;
+esac
 if [ "${1:-}" = "--bench" ]; then
+  tools+=(redis-server:redis-server)
   tools+=(
     nginx:nginx
     haproxy:haproxy

@@ -39,6 +39,8 @@ pub enum StartError {
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("{0}")]
     RuntimeDir(#[from] crate::runtime_dir::RuntimeDirError),
     #[error("{0}")]
     Clock(#[from] crate::schedule::clock::ClockError),
@@ -199,6 +201,15 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
             runtime: runtime.clone(),
         },
     ));
+    if let Some(cluster) = runtime.cluster.clone() {
+        server.add_service(background_service(
+            "rempart cluster link",
+            crate::cluster::link::Link {
+                runtime: runtime.clone(),
+                cluster,
+            },
+        ));
+    }
     server.add_service(background_service(
         "rempart schedules",
         crate::schedule::Scheduler::new(runtime.clone()),

@@ -3,10 +3,12 @@
 //! The configuration (`config`) is compiled into a snapshot (`runtime`) that the request
 //! pipeline (`proxy`) reads once per request; `upstream` chooses servers, `tls` certificates,
 //! `telemetry` counts and logs, `schedule` swaps in the overlays of the hour, `admin` exposes it
-//! all, and `launch` starts the whole; `ctl` is the operator's client of the admin API.
+//! all, and `launch` starts the whole; `cluster` shares limits, bans and login queues with other
+//! nodes through a Redis or Valkey store; `ctl` is the operator's client of the admin API.
 
 pub mod admin;
 pub mod answer;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod forwarded;

@@ -96,6 +96,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if old.server.max_header_bytes != new.server.max_header_bytes {
         changed.push("server.max_header_bytes (HTTP/2 header lists)".to_string());
     }
+    // The link to the store and the keys derived from its secret are made at start.
+    if old.cluster != new.cluster {
+        changed.push("cluster".to_string());
+    }
     if old.server.runtime_dir != new.server.runtime_dir {
         changed.push("server.runtime_dir".to_string());
     }

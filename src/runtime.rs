@@ -13,10 +13,12 @@ use std::time::{Instant, SystemTime};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::Method;
 
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::{Config, Route};
 use crate::queue::{Capacity, LoginQueue, QueueRegistry};
 use crate::schedule::clock::{Clock, SystemClock};
 use crate::schedule::{self, calendar, overlay};
+use crate::shield::keys::KeyHasher;
 use crate::shield::{Shield, ShieldState};
 use crate::telemetry::{rfc3339_now, AccessLog, Metrics, RouteMetrics};
 use crate::tls::SniResolver;
@@ -81,6 +83,15 @@ fn route_matches(route: &Route, host: &str, path: &str, method: &Method) -> bool
     }
 }
 
+/// Why the runtime could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Cluster(#[from] ClusterError),
+}
+
 /// Everything that lives as long as the process: the current snapshot and the state that
 /// outlives configuration generations.
 pub struct Runtime {
@@ -109,19 +120,19 @@ pub struct Runtime {
     pub clock: Arc<dyn Clock>,
     /// Wakes the scheduler after a reload, so that it computes its next change again.
     pub schedule_changed: tokio::sync::Notify,
+    /// The link to the other nodes' store, when the file has a `cluster` section (set at
+    /// start: a reload cannot change it).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Runtime {
-    pub fn new(config: Config) -> Result<Arc<Self>, prometheus::Error> {
+    pub fn new(config: Config) -> Result<Arc<Self>, RuntimeError> {
         Self::with_queue_key(config, rand::random::<[u8; 32]>().to_vec())
     }
 
     /// A runtime whose login queues without `secrets` sign with `queue_key` (the key kept in
     /// the runtime directory).
-    pub fn with_queue_key(
-        config: Config,
-        queue_key: Vec<u8>,
-    ) -> Result<Arc<Self>, prometheus::Error> {
+    pub fn with_queue_key(config: Config, queue_key: Vec<u8>) -> Result<Arc<Self>, RuntimeError> {
         Self::with_clock(config, queue_key, Arc::new(SystemClock))
     }
 
@@ -130,7 +141,7 @@ impl Runtime {
         config: Config,
         queue_key: Vec<u8>,
         clock: Arc<dyn Clock>,
-    ) -> Result<Arc<Self>, prometheus::Error> {
+    ) -> Result<Arc<Self>, RuntimeError> {
         let metrics = Arc::new(Metrics::new()?);
         let access_log = Arc::new(AccessLog::new(config.server.access_log.clone()));
         let resolvers = config
@@ -144,8 +155,20 @@ impl Runtime {
             })
             .collect();
         let upstreams = Arc::new(Registry::new());
-        let queues = QueueRegistry::with_key(queue_key);
-        let shield_state = Arc::new(ShieldState::default());
+        // A cluster's nodes compute client keys and sign tickets alike, from the shared secret.
+        let (cluster, shield_state, queue_key) = match &config.cluster {
+            Some(settings) => {
+                let secret = settings.secret.0.as_bytes();
+                let mut state = ShieldState::with_hasher(KeyHasher::from_secret(secret));
+                let cluster = Cluster::new(settings.clone(), &metrics.registry)?;
+                state.cluster = Some(cluster.clone());
+                let key = crate::cluster::derive(secret, b"rempart login queue tickets");
+                (Some(cluster), state, key.to_vec())
+            }
+            None => (None, ShieldState::default(), queue_key),
+        };
+        let shield_state = Arc::new(shield_state);
+        let queues = QueueRegistry::with_key(queue_key).in_cluster(cluster.clone());
         let base = Arc::new(config);
         let overlays = overlays_at(&base, clock.as_ref());
         let snapshot = compile(
@@ -178,6 +201,7 @@ impl Runtime {
             queues,
             clock,
             schedule_changed: tokio::sync::Notify::new(),
+            cluster,
         }))
     }
 

@@ -53,6 +53,7 @@ pub async fn status(State(runtime): State<Arc<Runtime>>) -> Json<Value> {
         "ready": runtime.is_ready(),
         "admin_token_set": config.admin.token.is_some(),
         "draining": runtime.is_draining(),
+        "cluster": runtime.cluster.as_ref().map(|c| c.status()),
         "connections_active": runtime.metrics.connections_active.get(),
         "requests_in_flight": in_flight(&runtime.metrics),
         "traffic": {

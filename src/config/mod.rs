@@ -181,6 +181,12 @@ fn masked(document: &serde_yaml::Value) -> serde_json::Value {
     if let Some(token) = json.pointer_mut("/admin/token") {
         hide(token);
     }
+    if let Some(secret) = json.pointer_mut("/cluster/secret") {
+        hide(secret);
+    }
+    if let Some(serde_json::Value::String(store)) = json.pointer_mut("/cluster/store") {
+        *store = without_password(store);
+    }
     if let Some(serde_json::Value::Object(queues)) = json.pointer_mut("/login_queues") {
         for queue in queues.values_mut() {
             if let Some(secret) = queue.get_mut("secret") {
@@ -194,6 +200,16 @@ fn masked(document: &serde_yaml::Value) -> serde_json::Value {
         }
     }
     json
+}
+
+/// A store URL with its user and password (`redis://user:password@host`) replaced by `***`.
+pub(crate) fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 fn to_json(v: &serde_yaml::Value) -> serde_json::Value {

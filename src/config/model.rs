@@ -30,6 +30,8 @@ pub struct Config {
     pub pages: Pages,
     /// None when the file has no `schedules` section.
     pub schedules: Option<Schedules>,
+    /// None when the file has no `cluster` section: the node runs alone.
+    pub cluster: Option<Cluster>,
     /// The configuration as parsed, secrets replaced by `"***"`, for `GET /config`.
     pub masked: serde_json::Value,
     /// Settings that are valid but known to lose requests, one line each
@@ -280,6 +282,35 @@ pub struct Limit {
     /// Field names (`form:`, `query:`) compared byte for byte. Default: false (any case, as
     /// many backends read them).
     pub case_sensitive: bool,
+    /// Counted by this node alone, or by every node of the cluster together.
+    pub scope: LimitScope,
+}
+
+/// Where a limit's buckets live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitScope {
+    /// In this process: N nodes let N times the rate through.
+    Local,
+    /// In the cluster's store: the rate holds for all nodes together.
+    Cluster,
+}
+
+/// `cluster:`: nodes that share limits, bans and login queues through a Redis or Valkey store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// A `redis://` or `rediss://` URL; it may hold a password, so it is never logged.
+    pub store: Secret,
+    /// This node's name among the nodes. Default: the host name.
+    pub node_id: String,
+    /// Every key and channel of the store starts with it. Default: `rempart`.
+    pub key_prefix: String,
+    /// Shared by every node (at least 32 bytes): client keys are computed and tickets and
+    /// passes are signed with what is derived from it, so that all nodes agree.
+    pub secret: Secret,
+    /// How long a request waits for the store before the node decides alone. Default: 10ms.
+    pub timeout: Duration,
+    /// How often the node says it is alive; it counts as gone after three. Default: 1s.
+    pub heartbeat: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -108,6 +108,7 @@ pub struct RawConfig {
     pub login_queues: Option<OrderedMap<RawLoginQueue>>,
     pub pages: Option<RawPages>,
     pub schedules: Option<RawSchedules>,
+    pub cluster: Option<RawCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -279,6 +280,18 @@ pub struct RawLimit {
     pub burst: Value,
     pub mode: Value,
     pub max_keys: Value,
+    pub scope: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawCluster {
+    pub store: Value,
+    pub node_id: Value,
+    pub key_prefix: Value,
+    pub secret: Value,
+    pub timeout: Value,
+    pub heartbeat: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::limiter::Limiter;
+use crate::cluster::Cluster;
 
 /// What the queue needs to know of the upstream it admits toward: where traffic goes now and
 /// what the servers there can take. Implemented over the upstream by the runtime, which binds
@@ -215,6 +216,11 @@ struct State {
     last_seq: u64,
     /// Moving average of upstream latency (seconds), for the wait estimate.
     latency: Option<f64>,
+    /// In a cluster: the slots the store allows this node now (None: not known, or the store
+    /// is away: the node keeps to its share of the limit).
+    shared_allowed: Option<usize>,
+    /// In a cluster: the (in flight, desired) the store was last told.
+    shared_told: Option<(usize, usize)>,
 }
 
 impl State {
@@ -251,6 +257,30 @@ pub struct QueueCore {
     counters: Counters,
     /// The upstream it admits toward.
     capacity: arc_swap::ArcSwapOption<Bound>,
+    /// The store whose slots this queue shares with the other nodes' queues of the same name.
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
+}
+
+/// What a node's line needs of the cluster's slots, for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedDemand {
+    pub in_flight: usize,
+    /// In flight plus waiting, within this node's limit.
+    pub desired: usize,
+    /// Tenants waiting: the node's weight when slots are short.
+    pub weight: usize,
+    /// The queue's limit (`concurrency`, or the limit learned).
+    pub capacity: usize,
+    pub waiting: usize,
+    told: Option<(usize, usize)>,
+}
+
+impl SharedDemand {
+    /// Whether the store must hear from this queue: people wait (the shares move), or what it
+    /// has in flight or wants changed since it was last told.
+    pub fn needs_asking(&self) -> bool {
+        self.waiting > 0 || self.told != Some((self.in_flight, self.desired))
+    }
 }
 
 /// Who arrives at the queue.
@@ -330,10 +360,13 @@ impl QueueCore {
                 next_id: 0,
                 last_seq: 0,
                 latency: None,
+                shared_allowed: None,
+                shared_told: None,
             }),
             metrics: QueueMetrics::new(metrics, &config.name),
             counters: Counters::default(),
             capacity: arc_swap::ArcSwapOption::empty(),
+            cluster: std::sync::OnceLock::new(),
         });
         core.configure(config);
         core
@@ -388,7 +421,11 @@ impl QueueCore {
     /// Hand free slots to waiters, in the scheduler's order. Called under the lock.
     fn dispatch(self: &Arc<Self>, state: &mut State) {
         self.look(state);
-        while !state.paused && state.in_flight < state.limit() && self.room() {
+        while !state.paused
+            && state.in_flight < state.limit()
+            && self.room()
+            && self.shared_room(state)
+        {
             let passes_first = state.pass_in_flight < state.pass_cap();
             let Some((_, _, waiter)) = state.line.pop_with(passes_first) else {
                 break;
@@ -417,7 +454,68 @@ impl QueueCore {
                 }
             }
         }
+        if let Some(cluster) = self.cluster.get() {
+            if !state.line.is_empty() {
+                cluster.slots_wanted();
+            }
+        }
         self.publish(state);
+    }
+
+    /// In a cluster, whether this node may admit one more: within what the store allows it,
+    /// or, while that is not known, within its share of the limit (limit / live nodes).
+    fn shared_room(&self, state: &State) -> bool {
+        let Some(cluster) = self.cluster.get() else {
+            return true;
+        };
+        match state.shared_allowed {
+            Some(allowed) if cluster.is_up() => state.in_flight < allowed,
+            _ => {
+                let share = (state.limit() / cluster.live_nodes()).max(1);
+                let room = state.in_flight < share;
+                if room && !state.line.is_empty() {
+                    cluster
+                        .metrics
+                        .fallbacks
+                        .with_label_values(&["queue"])
+                        .inc();
+                }
+                room
+            }
+        }
+    }
+
+    /// Share this queue's slots with the other nodes through `cluster`.
+    pub fn join_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// What this node's line needs of the cluster's slots now.
+    pub fn shared_demand(&self) -> SharedDemand {
+        let mut state = self.lock();
+        self.look(&mut state);
+        let limit = state.limit();
+        let waiting = state.line.len();
+        SharedDemand {
+            in_flight: state.in_flight,
+            desired: (state.in_flight + waiting).min(limit.max(state.in_flight)),
+            weight: if waiting > 0 {
+                state.line.tenant_count().max(1)
+            } else {
+                0
+            },
+            capacity: limit,
+            waiting,
+            told: state.shared_told,
+        }
+    }
+
+    /// What the store answered to `asked` (None: it is away), then admit what it allows.
+    pub fn set_shared(self: &Arc<Self>, allowed: Option<usize>, asked: &SharedDemand) {
+        let mut state = self.lock();
+        state.shared_allowed = allowed;
+        state.shared_told = allowed.map(|_| (asked.in_flight, asked.desired));
+        self.dispatch(&mut state);
     }
 
     fn publish(&self, state: &State) {

@@ -52,6 +52,8 @@ pub struct QueueRegistry {
     /// The key that signs tickets and passes of queues configured without `secrets`: kept in
     /// `server.runtime_dir`, so that a restart or an upgrade keeps every place in line.
     key: Vec<u8>,
+    /// The store whose slots the queues share with other nodes, in a cluster.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Default for QueueRegistry {
@@ -70,7 +72,20 @@ impl QueueRegistry {
         QueueRegistry {
             cores: Mutex::new(HashMap::new()),
             key,
+            cluster: None,
         }
+    }
+
+    /// A registry whose queues share their slots with other nodes through `cluster`.
+    pub fn in_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Every queue's state.
+    pub fn cores(&self) -> Vec<Arc<QueueCore>> {
+        let cores = self.cores.lock().unwrap_or_else(|p| p.into_inner());
+        cores.values().cloned().collect()
     }
 
     /// The core of this queue, created on first sight, reconfigured otherwise.
@@ -83,6 +98,9 @@ impl QueueRegistry {
             }
             None => {
                 let core = QueueCore::new(config, metrics);
+                if let Some(cluster) = &self.cluster {
+                    core.join_cluster(cluster.clone());
+                }
                 cores.insert(config.name.clone(), core.clone());
                 core
             }

@@ -152,7 +152,7 @@ pub fn caps_for(
 }
 
 /// The key connections from `ip` are counted under.
-pub fn connection_key(ip: IpAddr, prefix: u8, hasher: &std::hash::RandomState) -> u64 {
+pub fn connection_key(ip: IpAddr, prefix: u8, hasher: &super::keys::KeyHasher) -> u64 {
     ip_key(ip, prefix, hasher)
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Keys are small integers so a million of them fit in a few tens of MiB: IPv4 addresses and
 //! IPv6 prefixes up to /64 are stored as they are, anything else (strings, longer prefixes) is
-//! hashed with a per-process random key, so an attacker cannot aim at collisions.
+//! hashed with a secret key ([`KeyHasher`]: random per process, or derived from the cluster's
+//! secret so that every node computes the same keys), so an attacker cannot aim at collisions.
 //!
 //! Query parameters and form fields fail closed: [`query_field`] and [`form_field`] answer
 //! [`Field::Unreadable`] whenever the backend could see another value than the one Rempart
@@ -14,7 +15,7 @@
 //! so that spelling one account many ways does not give many buckets.
 
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use http::HeaderMap;
@@ -24,11 +25,49 @@ use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
 /// is multicast).
 const IPV4_TAG: u64 = 0xffff_ffff_0000_0000;
 
+/// Hashes string values and long IPv6 prefixes into keys: SipHash-1-3 (as std's
+/// `RandomState`) under a secret 128-bit key.
+#[derive(Clone)]
+pub struct KeyHasher {
+    k0: u64,
+    k1: u64,
+}
+
+impl KeyHasher {
+    /// A key of this process alone.
+    pub fn random() -> Self {
+        let [k0, k1] = rand::random::<[u64; 2]>();
+        KeyHasher { k0, k1 }
+    }
+
+    /// The key every node with this secret derives: keys of the same value are the same on
+    /// every node of a cluster.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        let digest = crate::cluster::derive(secret, b"rempart client keys");
+        let word = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&digest[at..at + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        KeyHasher {
+            k0: word(0),
+            k1: word(8),
+        }
+    }
+}
+
+impl BuildHasher for KeyHasher {
+    type Hasher = siphasher::sip::SipHasher13;
+    fn build_hasher(&self) -> Self::Hasher {
+        siphasher::sip::SipHasher13::new_with_keys(self.k0, self.k1)
+    }
+}
+
 /// The key of every request under a `global` limit.
 pub const GLOBAL_KEY: u64 = 0;
 
 /// The client address as a key: IPv4 as itself, IPv6 grouped by its first `prefix` bits.
-pub fn ip_key(ip: IpAddr, prefix: u8, hasher: &RandomState) -> u64 {
+pub fn ip_key(ip: IpAddr, prefix: u8, hasher: &KeyHasher) -> u64 {
     match ip {
         IpAddr::V4(v4) => IPV4_TAG | u64::from(u32::from(v4)),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -69,7 +108,7 @@ fn v6_mask(prefix: u8) -> u128 {
 }
 
 /// A string key (header, cookie, query, form value), tagged by its kind.
-pub fn text_key(kind: u8, value: &[u8], hasher: &RandomState) -> u64 {
+pub fn text_key(kind: u8, value: &[u8], hasher: &KeyHasher) -> u64 {
     hasher.hash_one((kind, value))
 }
 
@@ -540,8 +579,18 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn h() -> RandomState {
-        RandomState::new()
+    fn h() -> KeyHasher {
+        KeyHasher::random()
+    }
+
+    #[test]
+    fn keys_from_one_secret_agree_and_differ_from_another_secret() {
+        let a = KeyHasher::from_secret(b"0123456789abcdef0123456789abcdef");
+        let b = KeyHasher::from_secret(b"0123456789abcdef0123456789abcdef");
+        let c = KeyHasher::from_secret(b"another secret, just as long....");
+        assert_eq!(text_key(1, b"alice", &a), text_key(1, b"alice", &b));
+        assert_ne!(text_key(1, b"alice", &a), text_key(1, b"alice", &c));
+        assert_ne!(text_key(1, b"alice", &a), text_key(2, b"alice", &a));
     }
 
     fn v(s: &str) -> Field {

@@ -182,9 +182,53 @@ pub enum Verdict {
     },
 }
 
+/// Keys a cluster limit refused lately, each with the time it is refused until: the store is
+/// asked again only after (a flood from one key costs no round trip). At most `max` keys.
+pub struct RefusedKeys {
+    map: dashmap::DashMap<u64, tokio::time::Instant>,
+    max: usize,
+}
+
+impl RefusedKeys {
+    fn new(max: usize) -> Self {
+        RefusedKeys {
+            map: dashmap::DashMap::new(),
+            max,
+        }
+    }
+
+    /// How long this key is still refused, if it is.
+    pub fn until(&self, key: u64) -> Option<Duration> {
+        let left = self
+            .map
+            .get(&key)?
+            .saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            self.map.remove(&key);
+            return None;
+        }
+        Some(left)
+    }
+
+    /// The store refused this key for `wait`.
+    pub fn refuse(&self, key: u64, wait: Duration) {
+        if self.map.len() < self.max || self.map.contains_key(&key) {
+            self.map.insert(key, tokio::time::Instant::now() + wait);
+        }
+    }
+
+    fn sweep(&self) {
+        let now = tokio::time::Instant::now();
+        self.map.retain(|_, until| *until > now);
+        self.map.shrink_to_fit();
+    }
+}
+
 /// The long-lived state of one limit: its buckets and counters.
 pub struct LimitState {
     limiter: Limiter,
+    /// For a cluster limit: the keys the store refused lately.
+    pub refused: RefusedKeys,
     /// Refusals (or would-be refusals in dry_run) since the limit exists.
     pub refusals: AtomicU64,
     /// Of which by the overflow bucket.
@@ -213,6 +257,7 @@ impl LimitState {
                 CappedStore::new(limit.max_keys),
                 TokioClock,
             ),
+            refused: RefusedKeys::new(limit.max_keys),
             refusals: AtomicU64::new(0),
             overflow_refusals: AtomicU64::new(0),
         }
@@ -226,6 +271,39 @@ impl LimitState {
                 overflow: OVERFLOWED.get(),
             },
         }
+    }
+
+    /// A request that costs `cost` cells: a cluster limit decided by one node of N alone
+    /// costs N, so that the node lets its share of the rate through.
+    fn verdict_n(&self, key: u64, cost: u32) -> Verdict {
+        let Some(n) = NonZeroU32::new(cost).filter(|n| n.get() > 1) else {
+            return self.verdict(key);
+        };
+        match self.limiter.check_key_n(&key, n) {
+            Ok(Ok(())) => Verdict::Pass,
+            Ok(Err(not_until)) => Verdict::Refuse {
+                wait: not_until.wait_time_from(TokioClock.now()),
+                overflow: OVERFLOWED.get(),
+            },
+            // More than the burst: never passes (callers keep the cost within the burst).
+            Err(_) => Verdict::Refuse {
+                wait: Duration::from_secs(1),
+                overflow: OVERFLOWED.get(),
+            },
+        }
+    }
+
+    /// [`Self::test`] for a request that costs `cost` cells.
+    pub fn test_n(&self, key: u64, cost: u32) -> Verdict {
+        PEEK.set(true);
+        let verdict = self.verdict_n(key, cost);
+        PEEK.set(false);
+        verdict
+    }
+
+    /// [`Self::charge`] for a request that costs `cost` cells.
+    pub fn charge_n(&self, key: u64, cost: u32) -> Verdict {
+        self.verdict_n(key, cost)
     }
 
     /// Whether a request with this key would pass, without charging it.
@@ -249,6 +327,7 @@ impl LimitState {
     /// Forget keys whose bucket is full again (indistinguishable from a new key) and give the
     /// memory back.
     pub fn sweep(&self) {
+        self.refused.sweep();
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
@@ -284,6 +363,7 @@ mod tests {
             max_keys,
             ban: true,
             case_sensitive: false,
+            scope: crate::config::LimitScope::Local,
         }
     }
 

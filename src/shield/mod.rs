@@ -18,7 +18,6 @@ pub mod keys;
 pub mod limits;
 
 use std::collections::HashMap;
-use std::hash::RandomState;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -30,12 +29,14 @@ use pingora::proxy::Session;
 use prometheus::IntCounter;
 
 use crate::answer::{Answer, Reason};
-use crate::config::{Ban, Config, LimitKey, LimitMode};
+use crate::cluster::limits::Charge as ClusterCharge;
+use crate::cluster::Cluster;
+use crate::config::{Ban, Config, LimitKey, LimitMode, LimitScope, Rate};
 use crate::telemetry::Metrics;
 use bans::BanList;
 use body::FormBody;
 use connections::{caps_for, ConnectionTable, Refusal};
-use keys::{ip_group, ip_key, text_key, GLOBAL_KEY};
+use keys::{ip_group, ip_key, text_key, KeyHasher, GLOBAL_KEY};
 use limits::{LimitIdentity, LimitState, Verdict};
 
 /// Key kinds for string keys, so that a header and a cookie with the same value differ.
@@ -50,7 +51,7 @@ const KIND_UNREADABLE: u8 = 5;
 /// The keys of what the sources of a field limit found: every distinct value, and the
 /// shared unreadable key once when a source could not be read. The flag says the key is
 /// shared (its refusals ban nobody: many clients share it).
-fn field_keys(fields: Vec<keys::Field>, hasher: &RandomState, out: &mut Vec<(u64, bool)>) {
+fn field_keys(fields: Vec<keys::Field>, hasher: &KeyHasher, out: &mut Vec<(u64, bool)>) {
     let start = out.len();
     for field in fields {
         let key = match field {
@@ -64,6 +65,20 @@ fn field_keys(fields: Vec<keys::Field>, hasher: &RandomState, out: &mut Vec<(u64
     }
 }
 
+/// One key of a request under one limit, as `Shield::admit` decides it.
+struct Keyed<'a> {
+    limit: &'a CompiledLimit,
+    key: u64,
+    /// The bucket is shared by many clients (its refusals ban nobody).
+    shared: bool,
+    /// Still to be charged.
+    charge: bool,
+    /// Cells a request costs here: a cluster limit decided alone costs the live nodes.
+    cost: u32,
+    /// Decided by the cluster's store.
+    in_store: bool,
+}
+
 /// State of the shield that outlives configuration generations.
 pub struct ShieldState {
     /// Buckets by limit identity. Locked only when a generation is compiled or swept.
@@ -72,18 +87,29 @@ pub struct ShieldState {
     pub connections: Arc<ConnectionTable>,
     /// The guards of open connections, to end them from a request or a reload.
     pub guards: guard::Registry,
-    /// Keys strings and long IPv6 prefixes; random per process, stable across reloads.
-    pub hasher: RandomState,
+    /// Keys strings and long IPv6 prefixes; random per process (or derived from the cluster's
+    /// secret), stable across reloads.
+    pub hasher: KeyHasher,
+    /// The store shared with the other nodes, when the file has a `cluster` section.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Default for ShieldState {
     fn default() -> Self {
+        Self::with_hasher(KeyHasher::random())
+    }
+}
+
+impl ShieldState {
+    /// A state whose keys are computed with `hasher` (the cluster's, when clustered).
+    pub fn with_hasher(hasher: KeyHasher) -> Self {
         ShieldState {
             limits: Mutex::new(HashMap::new()),
             bans: BanList::default(),
             connections: Arc::new(ConnectionTable::default()),
             guards: guard::Registry::default(),
-            hasher: RandomState::new(),
+            hasher,
+            cluster: None,
         }
     }
 }
@@ -103,6 +129,9 @@ pub struct CompiledLimit {
     pub name: Arc<str>,
     pub key: LimitKey,
     pub mode: LimitMode,
+    pub scope: LimitScope,
+    pub rate: Rate,
+    pub burst: u32,
     /// Refusals count toward a ban.
     pub ban: bool,
     pub case_sensitive: bool,
@@ -161,6 +190,9 @@ impl Shield {
                     name: limit.name.as_str().into(),
                     key: limit.key.clone(),
                     mode: limit.mode,
+                    scope: limit.scope,
+                    rate: limit.rate,
+                    burst: limit.burst,
                     ban: limit.ban,
                     case_sensitive: limit.case_sensitive,
                     state: bucket,
@@ -289,38 +321,134 @@ impl Shield {
             };
         }
 
-        // (limit, key, shared key, to charge)
-        let mut keyed: Vec<(&CompiledLimit, u64, bool, bool)> =
-            Vec::with_capacity(route_limits.len());
+        // Cluster limits go to the store while it answers; while it does not, each is decided
+        // here at this node's share (a request costs as many cells as there are live nodes).
+        let cluster = self.state.cluster.as_deref();
+        let store_up = cluster.is_some_and(|c| c.is_up());
+        let share = cluster.map_or(1, |c| u32::try_from(c.live_nodes()).unwrap_or(u32::MAX));
+        let mut keyed: Vec<Keyed> = Vec::with_capacity(route_limits.len());
         let mut found = Vec::with_capacity(2);
         for limit in route_limits.iter().filter_map(|&i| self.limits.get(i)) {
             found.clear();
             self.keys_of(limit, session, client_key, &form, &mut found);
-            keyed.extend(
-                found
-                    .iter()
-                    .map(|&(key, shared)| (limit, key, shared, true)),
-            );
+            let clustered = limit.scope == LimitScope::Cluster && cluster.is_some();
+            let cost = if clustered {
+                share.clamp(1, limit.burst.max(1))
+            } else {
+                1
+            };
+            keyed.extend(found.iter().map(|&(key, shared)| Keyed {
+                limit,
+                key,
+                shared,
+                charge: true,
+                cost,
+                in_store: clustered && store_up,
+            }));
         }
 
         // Ask every limit first. A dry_run limit that would refuse is counted, and not
-        // charged, as it would not be if enforced.
-        for (limit, key, shared, charge) in keyed.iter_mut() {
-            if let Verdict::Refuse { wait, overflow } = limit.state.test(*key) {
-                *charge = false;
-                let shared = *shared || overflow;
-                let refused = self.refused(limit, client_ip, client_key, wait, shared, state);
+        // charged, as it would not be if enforced. A cluster key the store refused lately is
+        // refused here until its time, without a round trip.
+        for k in keyed.iter_mut() {
+            let verdict = if k.in_store {
+                match k.limit.state.refused.until(k.key) {
+                    Some(wait) => {
+                        if let Some(c) = cluster {
+                            c.metrics.refused_locally.inc();
+                        }
+                        Verdict::Refuse {
+                            wait,
+                            overflow: false,
+                        }
+                    }
+                    None => continue,
+                }
+            } else {
+                k.limit.state.test_n(k.key, k.cost)
+            };
+            if let Verdict::Refuse { wait, overflow } = verdict {
+                k.charge = false;
+                let shared = k.shared || overflow;
+                let refused = self.refused(k.limit, client_ip, client_key, wait, shared, state);
                 if refused.is_some() {
                     return refused;
                 }
             }
         }
-        // Then charge them all. Another request may have taken the last token in between:
-        // that limit refuses now.
-        for (limit, key, shared, _) in keyed.iter().filter(|(_, _, _, charge)| *charge) {
-            if let Verdict::Refuse { wait, overflow } = limit.state.charge(*key) {
-                let shared = *shared || overflow;
-                let refused = self.refused(limit, client_ip, client_key, wait, shared, state);
+        let fell_back = keyed
+            .iter()
+            .any(|k| k.cost > 1 || (k.limit.scope == LimitScope::Cluster && !k.in_store));
+        if let Some(cluster) = cluster {
+            if keyed.iter().any(|k| k.in_store && k.charge) {
+                let charges: Vec<ClusterCharge> = keyed
+                    .iter()
+                    .filter(|k| k.in_store && k.charge)
+                    .map(|k| ClusterCharge {
+                        limit: &k.limit.name,
+                        key: k.key,
+                        rate: k.limit.rate,
+                        burst: k.limit.burst,
+                    })
+                    .collect();
+                let answer = cluster.charge(&charges).await;
+                drop(charges);
+                match answer {
+                    Some(waits) => {
+                        let asked = keyed.iter_mut().filter(|k| k.in_store && k.charge);
+                        for (k, wait) in asked.zip(waits) {
+                            // Charged by the store, or refused by it (and then nothing was).
+                            k.charge = false;
+                            if wait.is_zero() {
+                                continue;
+                            }
+                            k.limit.state.refused.refuse(k.key, wait);
+                            let refused =
+                                self.refused(k.limit, client_ip, client_key, wait, k.shared, state);
+                            if refused.is_some() {
+                                return refused;
+                            }
+                        }
+                    }
+                    None => {
+                        // The store is away: these keys are decided here, at this node's share.
+                        cluster
+                            .metrics
+                            .fallbacks
+                            .with_label_values(&["limit"])
+                            .inc();
+                        let cost = share.max(1);
+                        for k in keyed.iter_mut().filter(|k| k.in_store && k.charge) {
+                            k.in_store = false;
+                            k.cost = cost.clamp(1, k.limit.burst.max(1));
+                            if let Verdict::Refuse { wait, overflow } =
+                                k.limit.state.test_n(k.key, k.cost)
+                            {
+                                k.charge = false;
+                                let shared = k.shared || overflow;
+                                let refused = self
+                                    .refused(k.limit, client_ip, client_key, wait, shared, state);
+                                if refused.is_some() {
+                                    return refused;
+                                }
+                            }
+                        }
+                    }
+                }
+            } else if fell_back {
+                cluster
+                    .metrics
+                    .fallbacks
+                    .with_label_values(&["limit"])
+                    .inc();
+            }
+        }
+        // Then charge the keys decided here. Another request may have taken the last token in
+        // between: that limit refuses now.
+        for k in keyed.iter().filter(|k| k.charge && !k.in_store) {
+            if let Verdict::Refuse { wait, overflow } = k.limit.state.charge_n(k.key, k.cost) {
+                let shared = k.shared || overflow;
+                let refused = self.refused(k.limit, client_ip, client_key, wait, shared, state);
                 if refused.is_some() {
                     return refused;
                 }
@@ -363,6 +491,9 @@ impl Shield {
                 .violation(client_key, || ip_group(client_ip, prefix), rule)
             {
                 tracing::warn!(client_ip = %client_ip, limit = %limit.name, "client banned");
+                if let Some(cluster) = &self.state.cluster {
+                    cluster.ban_made(client_key, ip_group(client_ip, prefix), rule.duration);
+                }
             }
         }
         state.limit = Some(limit.name.clone());
@@ -486,7 +617,12 @@ impl Shield {
 
     /// Lift a ban by address (the key is computed with this generation's IPv6 grouping).
     pub fn lift_ban(&self, ip: IpAddr) -> bool {
-        self.state.bans.lift(self.client_key(ip))
+        let key = self.client_key(ip);
+        if let Some(cluster) = &self.state.cluster {
+            // Lifted on every node, even when this one had not heard of the ban.
+            cluster.ban_lifted(key);
+        }
+        self.state.bans.lift(key)
     }
 
     /// Housekeeping: forget idle keys, end bans; updates the gauges. Returns bans in force.

@@ -25,6 +25,7 @@ pub(super) fn limits(ctx: &mut Ctx, raw: OrderedMap<RawLimit>) -> Vec<Limit> {
         let ban_default = matches!(limit_key, Some(LimitKey::ClientIp));
         let ban = ctx.or(&p("ban"), &l.ban, ban_default, parse_bool);
         let case_sensitive = ctx.or(&p("case_sensitive"), &l.case_sensitive, false, parse_bool);
+        let scope = ctx.or(&p("scope"), &l.scope, LimitScope::Local, limit_scope);
         // A missing key or rate is reported; the placeholders keep routes from reporting the
         // limit as unknown too.
         let rate = rate.unwrap_or(Rate {
@@ -40,6 +41,7 @@ pub(super) fn limits(ctx: &mut Ctx, raw: OrderedMap<RawLimit>) -> Vec<Limit> {
             max_keys,
             ban,
             case_sensitive,
+            scope,
         });
     }
     out
@@ -51,6 +53,15 @@ pub(super) fn limit_mode(s: &str) -> Result<LimitMode, String> {
         "enforce" => Ok(LimitMode::Enforce),
         "dry_run" => Ok(LimitMode::DryRun),
         _ => Err(format!("invalid mode {s:?}: expected enforce or dry_run")),
+    }
+}
+
+/// `scope:` of a limit.
+fn limit_scope(s: &str) -> Result<LimitScope, String> {
+    match s {
+        "local" => Ok(LimitScope::Local),
+        "cluster" => Ok(LimitScope::Cluster),
+        _ => Err(format!("invalid scope {s:?}: expected local or cluster")),
     }
 }
 

@@ -15,6 +15,7 @@ use super::raw::*;
 use super::values::*;
 use super::ConfigError;
 
+mod cluster;
 mod limits;
 mod login_queues;
 mod routes;
@@ -186,6 +187,15 @@ pub(crate) fn build(
     let pages = pages(ctx, raw.pages.unwrap_or_default());
     let routes = routes::routes(ctx, raw.routes, &upstreams, &limits, &login_queues);
     let schedules = schedules::schedules(ctx, raw.schedules, &login_queues, &limits);
+    let cluster = cluster::cluster(ctx, raw.cluster);
+    if cluster.is_none() {
+        for limit in limits.iter().filter(|l| l.scope == LimitScope::Cluster) {
+            ctx.error(
+                &join_key(&join_key("limits", &limit.name), "scope"),
+                "scope: cluster needs a cluster section (the store the nodes share)",
+            );
+        }
+    }
     upstreams::warn_risky(ctx, &upstreams);
     routes::warn_risky(ctx, &routes);
     Config {
@@ -200,6 +210,7 @@ pub(crate) fn build(
         login_queues,
         pages,
         schedules,
+        cluster,
         masked,
         warnings: Vec::new(),
     }
