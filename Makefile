@@ -14,7 +14,9 @@
 #                then the shield's cost: memory with a million client addresses, req/s with
 #                and without limits (bench/shield.sh), then what connections cost against
 #                NGINX and HAProxy: memory for 10,000 idle keep-alive connections (HTTP/1.1,
-#                TLS, HTTP/2) and CPU under five HTTP/2 attacks (bench/connections.sh).
+#                TLS, HTTP/2) and CPU under five HTTP/2 attacks (bench/connections.sh), then
+#                a node with a cluster limit against a local one, and the store's round trips
+#                under a flood (bench/cluster.sh).
 #                BENCH_BIN_DIR=DIR runs the binaries in DIR instead of building
 #   make check   formatting and clippy, warnings as errors
 #   make deps    install the missing system tools (apt-get, only when one is missing)
@@ -47,6 +49,7 @@ bench:
 	@bash bench/scenarios.sh
 	@bash bench/shield.sh
 	@bash bench/connections.sh
+	@bash bench/cluster.sh
 
 check:
 	$(CARGO) fmt --all -- --check

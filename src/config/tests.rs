@@ -712,3 +712,47 @@ fn never_panics_on_truncated_or_mangled_input() {
         assert!(parse(junk).is_err(), "{junk}");
     }
 }
+
+#[test]
+fn a_cluster_section_is_checked_into_its_settings() {
+    let text = format!(
+        "{MINIMAL}cluster:\n  store: redis://:pw@127.0.0.1:6390\n  node_id: edge-1\n  secret: 0123456789abcdef0123456789abcdef\n  heartbeat: 500ms\nlimits:\n  shared: {{ key: client_ip, rate: 5/s, scope: cluster }}\n"
+    );
+    let config = parse(&text).expect("valid");
+    let cluster = config.cluster.expect("a cluster");
+    assert_eq!(cluster.node_id, "edge-1");
+    assert_eq!(cluster.key_prefix, "rempart");
+    assert_eq!(cluster.timeout, std::time::Duration::from_millis(10));
+    assert_eq!(cluster.heartbeat, std::time::Duration::from_millis(500));
+    assert_eq!(config.limits[0].scope, LimitScope::Cluster);
+    // Neither the password nor the secret shows in GET /config.
+    let shown = config.masked.to_string();
+    assert!(!shown.contains(":pw@"), "{shown}");
+    assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    assert!(shown.contains("redis://***@127.0.0.1:6390"), "{shown}");
+}
+
+#[test]
+fn a_bad_cluster_section_is_refused_with_every_reason() {
+    let text = format!(
+        "{MINIMAL}cluster:\n  store: http://127.0.0.1:6390\n  secret: short\n  timeout: 5s\n  node_id: 'a b'\n"
+    );
+    let found = errors(&text);
+    let paths: Vec<&str> = found.iter().map(|e| e.path.as_str()).collect();
+    for path in [
+        "cluster.store",
+        "cluster.secret",
+        "cluster.timeout",
+        "cluster.node_id",
+    ] {
+        assert!(paths.contains(&path), "{path} not reported: {found:?}");
+    }
+    // A cluster limit without a cluster section says what is missing.
+    let text = format!("{MINIMAL}limits:\n  shared: {{ key: client_ip, rate: 5/s, scope: cluster }}\n");
+    let found = errors(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].path, "limits.shared.scope");
+    assert!(found[0].message.contains("needs a cluster section"));
+    let text = format!("{MINIMAL}limits:\n  shared: {{ key: client_ip, rate: 5/s, scope: world }}\n");
+    assert_eq!(errors(&text)[0].path, "limits.shared.scope");
+}

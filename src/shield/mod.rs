@@ -332,7 +332,7 @@ impl Shield {
             found.clear();
             self.keys_of(limit, session, client_key, &form, &mut found);
             let clustered = limit.scope == LimitScope::Cluster && cluster.is_some();
-            let cost = if clustered {
+            let cost = if clustered && !store_up {
                 share.clamp(1, limit.burst.max(1))
             } else {
                 1
@@ -376,9 +376,9 @@ impl Shield {
                 }
             }
         }
-        let fell_back = keyed
-            .iter()
-            .any(|k| k.cost > 1 || (k.limit.scope == LimitScope::Cluster && !k.in_store));
+        let fell_back = cluster.is_some()
+            && !store_up
+            && keyed.iter().any(|k| k.limit.scope == LimitScope::Cluster);
         if let Some(cluster) = cluster {
             if keyed.iter().any(|k| k.in_store && k.charge) {
                 let charges: Vec<ClusterCharge> = keyed

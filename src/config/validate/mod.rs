@@ -187,8 +187,9 @@ pub(crate) fn build(
     let pages = pages(ctx, raw.pages.unwrap_or_default());
     let routes = routes::routes(ctx, raw.routes, &upstreams, &limits, &login_queues);
     let schedules = schedules::schedules(ctx, raw.schedules, &login_queues, &limits);
+    let has_cluster = raw.cluster.is_some();
     let cluster = cluster::cluster(ctx, raw.cluster);
-    if cluster.is_none() {
+    if !has_cluster {
         for limit in limits.iter().filter(|l| l.scope == LimitScope::Cluster) {
             ctx.error(
                 &join_key(&join_key("limits", &limit.name), "scope"),
