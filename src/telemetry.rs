@@ -227,6 +227,10 @@ impl Metrics {
         registry.register(Box::new(connections_active.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
         registry.register(Box::new(config_reloads_total.clone()))?;
+        // Both series exist from the start, so that an alert on errors sees a rise from 0.
+        for result in ["ok", "error"] {
+            config_reloads_total.with_label_values(&[result]);
+        }
         registry.register(Box::new(upstream_server_up.clone()))?;
         registry.register(Box::new(datacenter_active.clone()))?;
         registry.register(Box::new(failovers_total.clone()))?;

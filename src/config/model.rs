@@ -284,6 +284,9 @@ pub struct Limit {
     pub case_sensitive: bool,
     /// Counted by this node alone, or by every node of the cluster together.
     pub scope: LimitScope,
+    /// A cluster limit's tokens taken from the store at once per key (>= 1, at most the burst):
+    /// a node spends the rest without a round trip. Default: 1.
+    pub lease: u32,
 }
 
 /// Where a limit's buckets live.

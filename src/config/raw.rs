@@ -281,6 +281,7 @@ pub struct RawLimit {
     pub mode: Value,
     pub max_keys: Value,
     pub scope: Value,
+    pub lease: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -748,11 +748,18 @@ fn a_bad_cluster_section_is_refused_with_every_reason() {
         assert!(paths.contains(&path), "{path} not reported: {found:?}");
     }
     // A cluster limit without a cluster section says what is missing.
-    let text = format!("{MINIMAL}limits:\n  shared: {{ key: client_ip, rate: 5/s, scope: cluster }}\n");
+    let text =
+        format!("{MINIMAL}limits:\n  shared: {{ key: client_ip, rate: 5/s, scope: cluster }}\n");
     let found = errors(&text);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].path, "limits.shared.scope");
     assert!(found[0].message.contains("needs a cluster section"));
-    let text = format!("{MINIMAL}limits:\n  shared: {{ key: client_ip, rate: 5/s, scope: world }}\n");
+    let text =
+        format!("{MINIMAL}limits:\n  shared: {{ key: client_ip, rate: 5/s, scope: world }}\n");
     assert_eq!(errors(&text)[0].path, "limits.shared.scope");
+    // A lease needs the store, and must fit in the burst.
+    let text = format!("{MINIMAL}limits:\n  shared: {{ key: global, rate: 50/s, lease: 5 }}\n");
+    assert_eq!(errors(&text)[0].path, "limits.shared.lease");
+    let text = format!("{MINIMAL}cluster:\n  store: redis://127.0.0.1:6390\n  secret: 0123456789abcdef0123456789abcdef\nlimits:\n  shared: {{ key: global, rate: 50/s, burst: 4, lease: 5, scope: cluster }}\n");
+    assert!(errors(&text)[0].message.contains("more than the burst"));
 }

@@ -224,11 +224,61 @@ impl RefusedKeys {
     }
 }
 
+/// Tokens of a cluster limit taken from the store ahead (`lease`), by key: spent here without a
+/// round trip until they run out or expire. At most `max` keys.
+pub struct LeasedTokens {
+    map: dashmap::DashMap<u64, (u32, tokio::time::Instant)>,
+    max: usize,
+}
+
+impl LeasedTokens {
+    fn new(max: usize) -> Self {
+        LeasedTokens {
+            map: dashmap::DashMap::new(),
+            max,
+        }
+    }
+
+    /// Spend one token of this key, if one is left and still valid.
+    pub fn take(&self, key: u64) -> bool {
+        let now = tokio::time::Instant::now();
+        let Some(mut entry) = self.map.get_mut(&key) else {
+            return false;
+        };
+        let (left, until) = *entry;
+        if left == 0 || until <= now {
+            drop(entry);
+            self.map.remove(&key);
+            return false;
+        }
+        entry.0 = left - 1;
+        true
+    }
+
+    /// The store granted `tokens` more for this key, valid for `valid`.
+    pub fn put(&self, key: u64, tokens: u32, valid: Duration) {
+        if tokens == 0 || (self.map.len() >= self.max && !self.map.contains_key(&key)) {
+            return;
+        }
+        self.map
+            .insert(key, (tokens, tokio::time::Instant::now() + valid));
+    }
+
+    fn sweep(&self) {
+        let now = tokio::time::Instant::now();
+        self.map
+            .retain(|_, (left, until)| *left > 0 && *until > now);
+        self.map.shrink_to_fit();
+    }
+}
+
 /// The long-lived state of one limit: its buckets and counters.
 pub struct LimitState {
     limiter: Limiter,
     /// For a cluster limit: the keys the store refused lately.
     pub refused: RefusedKeys,
+    /// For a cluster limit with a lease: tokens taken ahead.
+    pub leased: LeasedTokens,
     /// Refusals (or would-be refusals in dry_run) since the limit exists.
     pub refusals: AtomicU64,
     /// Of which by the overflow bucket.
@@ -258,6 +308,7 @@ impl LimitState {
                 TokioClock,
             ),
             refused: RefusedKeys::new(limit.max_keys),
+            leased: LeasedTokens::new(limit.max_keys),
             refusals: AtomicU64::new(0),
             overflow_refusals: AtomicU64::new(0),
         }
@@ -328,6 +379,7 @@ impl LimitState {
     /// memory back.
     pub fn sweep(&self) {
         self.refused.sweep();
+        self.leased.sweep();
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
@@ -364,6 +416,7 @@ mod tests {
             ban: true,
             case_sensitive: false,
             scope: crate::config::LimitScope::Local,
+            lease: 1,
         }
     }
 

@@ -29,7 +29,7 @@ use pingora::proxy::Session;
 use prometheus::IntCounter;
 
 use crate::answer::{Answer, Reason};
-use crate::cluster::limits::Charge as ClusterCharge;
+use crate::cluster::limits::{Charge as ClusterCharge, Granted};
 use crate::cluster::Cluster;
 use crate::config::{Ban, Config, LimitKey, LimitMode, LimitScope, Rate};
 use crate::telemetry::Metrics;
@@ -132,12 +132,21 @@ pub struct CompiledLimit {
     pub scope: LimitScope,
     pub rate: Rate,
     pub burst: u32,
+    /// Tokens a cluster limit takes from the store at once per key.
+    pub lease: u32,
     /// Refusals count toward a ban.
     pub ban: bool,
     pub case_sensitive: bool,
     pub state: Arc<LimitState>,
     refused: IntCounter,
     policy: Option<HeaderValue>,
+}
+
+impl CompiledLimit {
+    /// The time one token stands for.
+    fn interval(&self) -> Duration {
+        Duration::from_micros(crate::cluster::limits::interval_micros(self.rate))
+    }
 }
 
 /// The shield as one configuration generation defines it.
@@ -193,6 +202,7 @@ impl Shield {
                     scope: limit.scope,
                     rate: limit.rate,
                     burst: limit.burst,
+                    lease: limit.lease,
                     ban: limit.ban,
                     case_sensitive: limit.case_sensitive,
                     state: bucket,
@@ -352,6 +362,12 @@ impl Shield {
         // refused here until its time, without a round trip.
         for k in keyed.iter_mut() {
             let verdict = if k.in_store {
+                if k.limit.lease > 1 && k.limit.state.leased.take(k.key) {
+                    // A token taken from the store ahead: spent here.
+                    k.charge = false;
+                    k.in_store = false;
+                    continue;
+                }
                 match k.limit.state.refused.until(k.key) {
                     Some(wait) => {
                         if let Some(c) = cluster {
@@ -389,19 +405,28 @@ impl Shield {
                         key: k.key,
                         rate: k.limit.rate,
                         burst: k.limit.burst,
+                        lease: k.limit.lease,
                     })
                     .collect();
                 let answer = cluster.charge(&charges).await;
                 drop(charges);
                 match answer {
-                    Some(waits) => {
+                    Some(granted) => {
                         let asked = keyed.iter_mut().filter(|k| k.in_store && k.charge);
-                        for (k, wait) in asked.zip(waits) {
+                        for (k, granted) in asked.zip(granted) {
                             // Charged by the store, or refused by it (and then nothing was).
                             k.charge = false;
-                            if wait.is_zero() {
-                                continue;
-                            }
+                            let wait = match granted {
+                                Granted::Tokens(n) => {
+                                    if n > 1 {
+                                        // The rest of the lease, valid for the time it stands for.
+                                        let valid = k.limit.interval() * n;
+                                        k.limit.state.leased.put(k.key, n - 1, valid);
+                                    }
+                                    continue;
+                                }
+                                Granted::Refused(wait) => wait,
+                            };
                             k.limit.state.refused.refuse(k.key, wait);
                             let refused =
                                 self.refused(k.limit, client_ip, client_key, wait, k.shared, state);

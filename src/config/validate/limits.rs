@@ -26,22 +26,45 @@ pub(super) fn limits(ctx: &mut Ctx, raw: OrderedMap<RawLimit>) -> Vec<Limit> {
         let ban = ctx.or(&p("ban"), &l.ban, ban_default, parse_bool);
         let case_sensitive = ctx.or(&p("case_sensitive"), &l.case_sensitive, false, parse_bool);
         let scope = ctx.or(&p("scope"), &l.scope, LimitScope::Local, limit_scope);
+        let lease = ctx.or(&p("lease"), &l.lease, 1, |s| {
+            let n: u32 = parse_number(s)?;
+            if !(1..=1000).contains(&n) {
+                return Err(format!("must be between 1 and 1000, not {n}"));
+            }
+            Ok(n)
+        });
+        if lease > 1 && scope != LimitScope::Cluster {
+            ctx.error(
+                &p("lease"),
+                "lease needs scope: cluster (a local limit has no store to take tokens from)",
+            );
+        }
         // A missing key or rate is reported; the placeholders keep routes from reporting the
         // limit as unknown too.
         let rate = rate.unwrap_or(Rate {
             count: 1,
             per: Duration::from_secs(1),
         });
+        let burst = burst.unwrap_or(rate.count);
+        if lease > burst {
+            ctx.error(
+                &p("lease"),
+                format!(
+                    "a lease of {lease} is more than the burst ({burst}): it could never be taken"
+                ),
+            );
+        }
         out.push(Limit {
             name: key,
             key: limit_key.unwrap_or(LimitKey::Global),
             rate,
-            burst: burst.unwrap_or(rate.count),
+            burst,
             mode,
             max_keys,
             ban,
             case_sensitive,
             scope,
+            lease,
         });
     }
     out
