@@ -11,6 +11,8 @@
 //! - [`browser`]: headless Chromium, once (`--dump-dom`, `--screenshot`) or driven over the
 //!   DevTools protocol, for the pages people see.
 //! - [`http1`]: a tiny blocking HTTP/1.1 client used by the harness itself (no runtime needed).
+//! - [`store`]: a real `redis-server` on a free port for the cluster tests, paused, killed and
+//!   started again on demand, killed on drop.
 //!
 //! Every wait is bounded and polls with a deadline; nothing sleeps a fixed time to wait for a state.
 
@@ -22,11 +24,13 @@ pub mod netns;
 pub mod origin;
 pub mod process;
 pub mod stack;
+pub mod store;
 
 pub use clients::*;
 pub use origin::{OriginArgs, OriginStats, LOGIN_QUOTA_BODY};
 pub use process::*;
 pub use stack::*;
+pub use store::Store;
 
 use std::time::{Duration, Instant};
 

@@ -171,6 +171,7 @@ pub(crate) async fn run(runtime: Arc<Runtime>, cluster: Arc<Cluster>, mut shutdo
             if !demand.needs_asking() {
                 continue;
             }
+            core.begin_asking(&demand);
             let allowed = cluster.ask_slots(&core.name, &demand).await;
             core.set_shared(allowed, &demand);
         }

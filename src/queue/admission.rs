@@ -221,6 +221,10 @@ struct State {
     shared_allowed: Option<usize>,
     /// In a cluster: the (in flight, desired) the store was last told.
     shared_told: Option<(usize, usize)>,
+    /// In a cluster, while the store is being asked: the in-flight count it was sent. The node
+    /// admits no more than that meanwhile, so that the store never counts fewer slots than it
+    /// has in flight.
+    shared_asking: Option<usize>,
 }
 
 impl State {
@@ -362,6 +366,7 @@ impl QueueCore {
                 latency: None,
                 shared_allowed: None,
                 shared_told: None,
+                shared_asking: None,
             }),
             metrics: QueueMetrics::new(metrics, &config.name),
             counters: Counters::default(),
@@ -455,7 +460,11 @@ impl QueueCore {
             }
         }
         if let Some(cluster) = self.cluster.get() {
-            if !state.line.is_empty() {
+            // Ask the store again only when what it was told is no longer true: the shares
+            // move with time on the slots task's tick, not once per round trip.
+            let limit = state.limit();
+            let desired = (state.in_flight + state.line.len()).min(limit.max(state.in_flight));
+            if !state.line.is_empty() && state.shared_told != Some((state.in_flight, desired)) {
                 cluster.slots_wanted();
             }
         }
@@ -469,7 +478,12 @@ impl QueueCore {
             return true;
         };
         match state.shared_allowed {
-            Some(allowed) if cluster.is_up() => state.in_flight < allowed,
+            Some(allowed) if cluster.is_up() => {
+                state.in_flight
+                    < state
+                        .shared_asking
+                        .map_or(allowed, |sent| allowed.min(sent))
+            }
             _ => {
                 let share = (state.limit() / cluster.live_nodes()).max(1);
                 let room = state.in_flight < share;
@@ -510,9 +524,15 @@ impl QueueCore {
         }
     }
 
+    /// The store is being asked with `demand`: admit no more than it says meanwhile.
+    pub fn begin_asking(&self, demand: &SharedDemand) {
+        self.lock().shared_asking = Some(demand.in_flight);
+    }
+
     /// What the store answered to `asked` (None: it is away), then admit what it allows.
     pub fn set_shared(self: &Arc<Self>, allowed: Option<usize>, asked: &SharedDemand) {
         let mut state = self.lock();
+        state.shared_asking = None;
         state.shared_allowed = allowed;
         state.shared_told = allowed.map(|_| (asked.in_flight, asked.desired));
         self.dispatch(&mut state);
@@ -608,7 +628,12 @@ impl QueueCore {
             }
         };
         self.look(&mut state);
-        if !state.paused && nobody_ahead && state.in_flight < state.limit() && self.room() {
+        if !state.paused
+            && nobody_ahead
+            && state.in_flight < state.limit()
+            && self.room()
+            && self.shared_room(&state)
+        {
             state.in_flight += 1;
             if pass {
                 state.pass_in_flight += 1;
