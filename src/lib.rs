@@ -2,7 +2,8 @@
 //!
 //! The configuration (`config`) is compiled into a snapshot (`runtime`) that the request
 //! pipeline (`proxy`) reads once per request; `upstream` chooses servers, `tls` certificates,
-//! `telemetry` counts and logs, `admin` exposes it all, and `launch` starts the whole.
+//! `telemetry` counts and logs, `admin` exposes it all, and `launch` starts the whole;
+//! `upgrade` passes the listening sockets to a new binary, `systemd` tells the service manager.
 
 pub mod admin;
 pub mod answer;
@@ -16,6 +17,8 @@ pub mod reload;
 pub mod runtime;
 pub mod runtime_dir;
 pub mod shield;
+pub mod systemd;
 pub mod telemetry;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;

@@ -831,6 +831,17 @@ fn run_to_end(args_before_c: &[&str], yaml: &str, timeout: Duration) -> Result<F
     }
 }
 
+/// Run `rempart ARGS -c FILE` on `yaml` and expect it to exit within `timeout` (e.g. `&["-u"]`
+/// with no instance to take over from). `Err` when it was still running at the deadline (it is
+/// killed then), with its output.
+pub fn rempart_run(
+    args_before_c: &[&str],
+    yaml: &str,
+    timeout: Duration,
+) -> Result<Finished, String> {
+    run_to_end(args_before_c, yaml, timeout)
+}
+
 /// `rempart -t -c FILE` on `yaml` (10 s at most): (exit code, stdout, stderr), the code being
 /// -1 when killed by a signal. Panics when the binary is missing or the check hangs.
 pub fn rempart_check(yaml: &str) -> (i32, String, String) {
