@@ -9,6 +9,8 @@
 #                without limits (bench/shield.sh), then what connections cost against NGINX
 #                and HAProxy: memory for 10,000 idle keep-alive connections (HTTP/1.1, TLS,
 #                HTTP/2) and CPU under five HTTP/2 attacks (bench/connections.sh)
+#   make deb     the Debian package, target/debian/rempart_VERSION_ARCH.deb (release build,
+#                systemd unit, configuration in /etc/rempart, rempart-upgrade): deploy/debian/
 #   make check   formatting and clippy, warnings as errors
 #   make deps    install the missing system tools (apt-get, only when one is missing)
 #   make build   release build of the workspace
@@ -16,7 +18,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test bench check deps build clean
+.PHONY: run test bench deb check deps build clean
 
 deps:
 	@.ci/install-deps.sh
@@ -30,6 +32,9 @@ run: deps build
 test: deps
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
+
+deb: deps
+	@deploy/debian/build-deb.sh
 
 bench:
 	@bash bench/run.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system tools Rempart needs, only when they are missing.
 #
-#   .ci/install-deps.sh              build + test tools (make deps)
+#   .ci/install-deps.sh              build, test and packaging tools (make deps)
 #   .ci/install-deps.sh --bench      the same, plus nginx, haproxy, wrk and h2load (make bench)
 #
 # Each tool is checked with `command -v`; apt-get (update + install) runs only when at least one
@@ -18,6 +18,9 @@ tools=(
   ip:iproute2             # failover tests (network namespaces, addresses)
   iptables:iptables       # failover tests (dropping a datacenter's packets)
   chromium:chromium       # the dashboard test renders the admin page in headless Chromium
+  dpkg-deb:dpkg           # make deb builds the package with dpkg-deb
+  dpkg-shlibdeps:dpkg-dev # make deb: the package's shared-library dependencies
+  systemd-analyze:systemd # the package test checks the unit with systemd-analyze verify
 )
 if [ "${1:-}" = "--bench" ]; then
   tools+=(
