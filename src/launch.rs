@@ -46,6 +46,8 @@ pub enum StartError {
     RuntimeDir(#[from] crate::runtime_dir::RuntimeDirError),
     #[error("upgrade failed: {0}")]
     Upgrade(#[from] crate::upgrade::takeover::TakeoverError),
+    #[error("{0}")]
+    Clock(#[from] crate::schedule::clock::ClockError),
 }
 
 /// Client connection buffers: no read buffer below pingora's own (an idle keep-alive
@@ -120,7 +122,8 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
     let conf = server_conf(&config, mode, &files);
     let successor = Successor::of_this_process(&config.source, mode.daemon);
     let listeners = config.listeners.clone();
-    let runtime = Runtime::with_queue_key(config, queue_key)?;
+    let clock = crate::schedule::clock::from_env()?;
+    let runtime = Runtime::with_clock(config, queue_key, clock)?;
 
     let opt = Opt {
         upgrade: mode.upgrade,
@@ -202,6 +205,10 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
         ShieldSweep {
             runtime: runtime.clone(),
         },
+    ));
+    server.add_service(background_service(
+        "rempart schedules",
+        crate::schedule::Scheduler::new(runtime.clone()),
     ));
     server.add_service(background_service(
         "rempart lifecycle",

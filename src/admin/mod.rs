@@ -2,6 +2,7 @@
 //! and its own runtime, apart from the proxy path.
 
 mod queues;
+mod schedule;
 mod shield;
 mod status;
 mod upstreams;
