@@ -545,9 +545,10 @@ impl Rempart {
         }
     }
 
-    /// Start `rempart -u -c FILE` on this instance's configuration file: the new process takes
-    /// over the listening sockets when this one gets SIGQUIT (zero-downtime upgrade). It does
-    /// not wait for readiness: the admin port stays with this process until it has drained.
+    /// Start `rempart -u -c FILE` on this instance's configuration file: the new process finds
+    /// this one by the pid file, signals it and takes its listening sockets over (zero-downtime
+    /// upgrade). It does not wait for readiness: the admin port stays with this process until
+    /// it has drained.
     pub fn spawn_upgrade(&self) -> Result<Rempart, String> {
         let bin = rempart_bin()?;
         let dir = tempfile::Builder::new()
@@ -844,7 +845,7 @@ pub fn rempart_run(
     yaml: &str,
     timeout: Duration,
 ) -> Result<Finished, String> {
-    run_to_end(args_before_c, yaml, timeout)
+    run_to_end(args_before_c, yaml, timeout, &[])
 }
 
 /// `rempart -t -c FILE` on `yaml` (10 s at most): (exit code, stdout, stderr), the code being
