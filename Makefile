@@ -14,13 +14,16 @@
 #                TLS, HTTP/2) and CPU under five HTTP/2 attacks (bench/connections.sh).
 #                BENCH_BIN_DIR=DIR runs the binaries in DIR instead of building
 #   make deb     the Debian package, target/debian/rempart_VERSION_ARCH.deb (dist build,
-#                systemd unit, configuration in /etc/rempart, rempart-upgrade): deploy/debian/
+#                systemd unit, configuration in /etc/rempart, rempart-upgrade): deploy/debian/.
+#                DEB_PROFILE=release (or dev) packages a quicker build, for trying the package
 #   make check   formatting and clippy, warnings as errors
 #   make deps    install the missing system tools (apt-get, only when one is missing)
 #   make build   release build of the workspace
 #   make clean   remove build output and benchmark output
 
 CARGO ?= cargo
+# The cargo profile of the binary `make deb` packages: dist is what ships.
+DEB_PROFILE ?= dist
 
 .PHONY: run test bench deb check deps build clean
 
@@ -38,7 +41,7 @@ test: deps
 	$(CARGO) test --workspace
 
 deb: deps
-	@deploy/debian/build-deb.sh
+	@CARGO="$(CARGO)" deploy/debian/build-deb.sh --profile $(DEB_PROFILE)
 
 bench:
 	@bash bench/run.sh

@@ -2,14 +2,16 @@
 # Build the Debian package of Rempart, rempart_VERSION_ARCH.deb, with dpkg-deb from a staged tree
 # (what `make deb` runs).
 #
-#   deploy/debian/build-deb.sh [--binary PATH] [--out DIR] [--compression TYPE]
+#   deploy/debian/build-deb.sh [--profile NAME] [--binary PATH] [--out DIR] [--compression TYPE]
 #
+#   --profile NAME       the cargo profile the binary is built with (default: dist, the profile of
+#                        what ships: fat LTO, slow to build; `release` or `dev` for a quick package)
 #   --binary PATH        package this rempart binary instead of building one (the tests use theirs)
 #   --out DIR            where the package goes (default: target/debian)
 #   --compression TYPE   dpkg-deb's -Z (xz, zstd, gzip, none; default: dpkg-deb's own, xz)
 #
-# Without --binary it builds the binary: `cargo build --profile dist` when Cargo.toml has a
-# [profile.dist], else `cargo build --release`. VERSION is the [package] version of Cargo.toml,
+# Without --binary it builds the binary: `cargo build --profile NAME -p rempart`, in
+# $CARGO_TARGET_DIR when set, else target/. VERSION is the [package] version of Cargo.toml,
 # ARCH the machine's Debian architecture. The sources of the package are beside this script: the
 # unit, the maintainer scripts, the control template, the configuration installed in
 # /etc/rempart. The last line printed is the package's path.
@@ -19,11 +21,13 @@ umask 022
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 binary=""
+profile=dist
 out="$root/target/debian"
 compression=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
+    --profile) profile=${2:?--profile needs a name}; shift 2 ;;
     --binary) binary=${2:?--binary needs a path}; shift 2 ;;
     --out) out=${2:?--out needs a directory}; shift 2 ;;
     --compression) compression=${2:?--compression needs a type}; shift 2 ;;
@@ -46,10 +50,14 @@ fi
 arch=$(dpkg --print-architecture)
 
 if [ -z "$binary" ]; then
-  if grep -q '^\[profile\.dist\]' "$root/Cargo.toml"; then profile=dist; else profile=release; fi
-  echo "build-deb: cargo build --profile $profile -p rempart"
-  (cd "$root" && cargo build --profile "$profile" -p rempart)
-  binary="$root/target/$profile/rempart"
+  cargo=${CARGO:-cargo}
+  echo "build-deb: $cargo build --profile $profile -p rempart" >&2
+  (cd "$root" && "$cargo" build --profile "$profile" -p rempart)
+  # cargo puts the dev profile in debug/, every other one in a directory of its name.
+  case "$profile" in dev) dir=debug ;; *) dir=$profile ;; esac
+  target_dir=${CARGO_TARGET_DIR:-$root/target}
+  case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
+  binary="$target_dir/$dir/rempart"
 fi
 if [ ! -x "$binary" ]; then
   echo "build-deb: $binary is not an executable file" >&2
@@ -72,13 +80,19 @@ fi
 install -D -m 0755 "$here/rempart-upgrade" "$stage/usr/sbin/rempart-upgrade"
 install -D -m 0644 "$here/rempart.service" "$stage/lib/systemd/system/rempart.service"
 install -D -m 0644 "$here/rempart.yaml" "$stage/etc/rempart/rempart.yaml"
-install -D -m 0644 "$root/conf/pages/waiting-room.html" "$stage/etc/rempart/pages/waiting-room.html"
-install -D -m 0644 "$root/conf/pages/maintenance.html" "$stage/etc/rempart/pages/maintenance.html"
 install -D -m 0644 "$here/logrotate" "$stage/etc/logrotate.d/rempart"
 install -D -m 0644 "$here/default" "$stage/usr/share/rempart/default"
 install -D -m 0644 "$here/copyright" "$stage/usr/share/doc/rempart/copyright"
 for doc in README.md docs/operations.md docs/configuration.md docs/contract.md; do
   install -D -m 0644 "$root/$doc" "$stage/usr/share/doc/rempart/$(basename "$doc")"
+done
+# What a monitoring stack needs (operations.md, § 8), to copy to the Prometheus and Grafana hosts.
+install -D -m 0644 "$root/deploy/prometheus/rempart-rules.yml" "$stage/usr/share/rempart/prometheus/rempart-rules.yml"
+install -D -m 0644 "$root/deploy/prometheus/rempart-rules.test.yml" "$stage/usr/share/rempart/prometheus/rempart-rules.test.yml"
+install -D -m 0644 "$root/deploy/grafana/rempart.json" "$stage/usr/share/rempart/grafana/rempart.json"
+# The built-in pages are in the binary; these are starting points for an operator's own.
+for page in waiting-room.html maintenance.html; do
+  install -D -m 0644 "$root/conf/pages/$page" "$stage/usr/share/doc/rempart/examples/pages/$page"
 done
 
 install -d -m 0755 "$stage/DEBIAN"

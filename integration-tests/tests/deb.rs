@@ -40,7 +40,8 @@ fn text(out: &Output) -> String {
 
 /// The `[package]` version of the workspace's top Cargo.toml.
 fn cargo_version() -> String {
-    let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml")).expect("Cargo.toml");
+    let manifest =
+        std::fs::read_to_string(workspace_root().join("Cargo.toml")).expect("Cargo.toml");
     let mut in_package = false;
     for line in manifest.lines() {
         let line = line.trim();
@@ -48,7 +49,11 @@ fn cargo_version() -> String {
             in_package = line == "[package]";
         } else if in_package {
             if let Some(v) = line.strip_prefix("version") {
-                return v.trim_start_matches([' ', '=']).trim().trim_matches('"').to_string();
+                return v
+                    .trim_start_matches([' ', '='])
+                    .trim()
+                    .trim_matches('"')
+                    .to_string();
             }
         }
     }
@@ -69,7 +74,11 @@ fn package() -> &'static Package {
             .arg(&out)
             .args(["--compression", "none"]));
         let deb = PathBuf::from(text(&built).lines().last().unwrap_or_default().trim());
-        assert!(deb.is_file(), "the script names the package it built: {}", text(&built));
+        assert!(
+            deb.is_file(),
+            "the script names the package it built: {}",
+            text(&built)
+        );
         let arch = text(&run(Command::new("dpkg").arg("--print-architecture")))
             .trim()
             .to_string();
@@ -92,8 +101,7 @@ fn control_file(name: &str) -> String {
 }
 
 #[test]
-fn the_package_is_named_after_the_version_and_holds_the_binary_the_unit_and_the_configuration()
-{
+fn the_package_is_named_after_the_version_and_holds_the_binary_the_unit_and_the_configuration() {
     let p = package();
     assert_eq!(
         p.deb.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -127,24 +135,63 @@ fn the_package_is_named_after_the_version_and_holds_the_binary_the_unit_and_the_
     for (path, mode) in [
         ("/usr/bin/rempart", "-rwxr-xr-x root/root"),
         ("/usr/sbin/rempart-upgrade", "-rwxr-xr-x root/root"),
-        ("/lib/systemd/system/rempart.service", "-rw-r--r-- root/root"),
+        (
+            "/lib/systemd/system/rempart.service",
+            "-rw-r--r-- root/root",
+        ),
         ("/etc/rempart/rempart.yaml", "-rw-r--r-- root/root"),
-        ("/etc/rempart/pages/waiting-room.html", "-rw-r--r-- root/root"),
-        ("/etc/rempart/pages/maintenance.html", "-rw-r--r-- root/root"),
         ("/etc/logrotate.d/rempart", "-rw-r--r-- root/root"),
+        ("/usr/share/rempart/default", "-rw-r--r-- root/root"),
+        (
+            "/usr/share/rempart/prometheus/rempart-rules.yml",
+            "-rw-r--r-- root/root",
+        ),
+        (
+            "/usr/share/rempart/grafana/rempart.json",
+            "-rw-r--r-- root/root",
+        ),
         ("/usr/share/doc/rempart/copyright", "-rw-r--r-- root/root"),
-        ("/usr/share/doc/rempart/operations.md", "-rw-r--r-- root/root"),
+        (
+            "/usr/share/doc/rempart/operations.md",
+            "-rw-r--r-- root/root",
+        ),
+        (
+            "/usr/share/doc/rempart/examples/pages/waiting-room.html",
+            "-rw-r--r-- root/root",
+        ),
     ] {
         let line = entry(path);
         assert!(line.starts_with(mode), "{path} is {mode}: {line}");
     }
     assert!(
-        listing.lines().next().unwrap_or_default().starts_with("drwxr-xr-x root/root"),
+        listing
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .starts_with("drwxr-xr-x root/root"),
         "the tree's root is 0755: {listing}"
+    );
+    // The pages are built into the binary: nothing under /etc/rempart but the configuration
+    // (and the tls/ directory postinst makes, with its own owner and mode).
+    let etc: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains(" ./etc/rempart/"))
+        .collect();
+    assert_eq!(
+        etc.len(),
+        2,
+        "/etc/rempart holds rempart.yaml alone: {etc:?}"
+    );
+    let md5sums = control_file("md5sums");
+    assert!(
+        md5sums.contains(" usr/bin/rempart\n") && md5sums.contains(" etc/rempart/rempart.yaml\n"),
+        "md5sums lists the files: {md5sums}"
     );
 
     // The binary in it runs.
-    let version = text(&run(Command::new(p.root.join("usr/bin/rempart")).arg("--version")));
+    let version = text(&run(
+        Command::new(p.root.join("usr/bin/rempart")).arg("--version")
+    ));
     assert!(version.contains(&p.version), "rempart --version: {version}");
 }
 
@@ -152,11 +199,7 @@ fn the_package_is_named_after_the_version_and_holds_the_binary_the_unit_and_the_
 fn the_configuration_is_a_conffile_and_the_maintainer_scripts_create_the_user_and_spare_a_running_service(
 ) {
     let conffiles = control_file("conffiles");
-    for path in [
-        "/etc/rempart/rempart.yaml",
-        "/etc/rempart/pages/waiting-room.html",
-        "/etc/rempart/pages/maintenance.html",
-    ] {
+    for path in ["/etc/rempart/rempart.yaml", "/etc/logrotate.d/rempart"] {
         assert!(
             conffiles.lines().any(|l| l.trim() == path),
             "{path} is a conffile (an operator's edits survive upgrades): {conffiles}"
@@ -198,8 +241,14 @@ fn the_configuration_is_a_conffile_and_the_maintainer_scripts_create_the_user_an
     let upgrade = root.join("usr/sbin/rempart-upgrade");
     run(Command::new("sh").arg("-n").arg(&upgrade));
     if !Path::new("/run/systemd/system").is_dir() {
-        let out = Command::new(&upgrade).output().expect("run rempart-upgrade");
-        assert_eq!(out.status.code(), Some(1), "rempart-upgrade without systemd");
+        let out = Command::new(&upgrade)
+            .output()
+            .expect("run rempart-upgrade");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "rempart-upgrade without systemd"
+        );
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("systemd is not running here"),
             "it says why: {}",
@@ -265,24 +314,41 @@ fn the_installed_configuration_is_valid_once_its_certificate_exists() {
     let root = &package().root;
     let yaml = std::fs::read_to_string(root.join("etc/rempart/rempart.yaml"))
         .expect("the configuration is in the package");
-    assert!(yaml.contains("address: 127.0.0.1:9901"), "admin on loopback");
-    assert!(yaml.contains("runtime_dir: /run/rempart"), "systemd's runtime directory");
-    assert!(yaml.contains("/etc/rempart/tls/"), "certificates under /etc/rempart/tls");
+    assert!(
+        yaml.contains("address: 127.0.0.1:9901"),
+        "admin on loopback"
+    );
+    assert!(
+        yaml.contains("runtime_dir: /run/rempart"),
+        "systemd's runtime directory"
+    );
+    assert!(
+        yaml.contains("/etc/rempart/tls/"),
+        "certificates under /etc/rempart/tls"
+    );
 
-    // The same file with /etc/rempart and /var/log/rempart moved into a scratch directory, the
-    // development certificate as the edge's, the pages from the package.
+    assert!(
+        !yaml.lines().any(|l| l.starts_with("pages:")),
+        "the built-in pages serve (no pages section in force)"
+    );
+
+    // The same file with /etc/rempart and /var/log/rempart moved into a scratch directory, and
+    // the development certificate as the edge's.
     let scratch = tempfile::tempdir().expect("scratch");
     let etc = scratch.path().join("etc");
     let log = scratch.path().join("log");
     std::fs::create_dir_all(etc.join("tls")).expect("tls dir");
     std::fs::create_dir_all(&log).expect("log dir");
-    std::fs::copy(repo_path("certs/dev/localhost.crt"), etc.join("tls/ent.crt")).expect("cert");
-    std::fs::copy(repo_path("certs/dev/localhost.key"), etc.join("tls/ent.key")).expect("key");
-    let pages = etc.join("pages");
-    std::fs::create_dir_all(&pages).expect("pages dir");
-    for page in ["waiting-room.html", "maintenance.html"] {
-        std::fs::copy(root.join("etc/rempart/pages").join(page), pages.join(page)).expect("page");
-    }
+    std::fs::copy(
+        repo_path("certs/dev/localhost.crt"),
+        etc.join("tls/ent.crt"),
+    )
+    .expect("cert");
+    std::fs::copy(
+        repo_path("certs/dev/localhost.key"),
+        etc.join("tls/ent.key"),
+    )
+    .expect("key");
     let moved = yaml
         .replace("/etc/rempart/", &format!("{}/", etc.display()))
         .replace("/var/log/rempart/", &format!("{}/", log.display()));
