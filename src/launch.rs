@@ -27,9 +27,9 @@ use crate::runtime::Runtime;
 use crate::runtime_dir::InstanceFiles;
 use crate::shield::connections::AcceptFilter;
 use crate::telemetry::busy;
-use crate::upstream::health::HealthChecks;
 use crate::upgrade::handover::{ShutdownSignals, Successor};
 use crate::upgrade::takeover::OldProcess;
+use crate::upstream::health::HealthChecks;
 
 /// Why Rempart could not start.
 #[derive(Debug, thiserror::Error)]
@@ -406,7 +406,9 @@ impl BackgroundService for Lifecycle {
                         }
                     });
                 }
-                Err(e) => tracing::error!(error = %e, "cannot handle SIGUSR2: upgrade with rempart -u"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot handle SIGUSR2: upgrade with rempart -u")
+                }
             }
         }
 

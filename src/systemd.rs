@@ -37,10 +37,7 @@ fn socket_address(path: &str) -> io::Result<SocketAddr> {
 
 /// Ready to serve, as this process (the main one, also after taking over from an old process).
 pub fn ready() {
-    let state = format!(
-        "MAINPID={}\nREADY=1\nSTATUS=serving",
-        std::process::id()
-    );
+    let state = format!("MAINPID={}\nREADY=1\nSTATUS=serving", std::process::id());
     if let Err(e) = notify(&state) {
         tracing::warn!(error = %e, "cannot tell the service manager that rempart is ready");
     }

@@ -51,12 +51,18 @@ Num       RefCount Protocol Flags    Type St Inode Path
 
     #[test]
     fn a_listening_socket_is_told_from_a_bound_one() {
-        assert!(listening_in(TABLE, "/run/rempart/rempart-9901.upgrade.sock"));
+        assert!(listening_in(
+            TABLE,
+            "/run/rempart/rempart-9901.upgrade.sock"
+        ));
         assert!(
             !listening_in(TABLE, "/run/rempart/rempart-9902.upgrade.sock"),
             "bound, not listening"
         );
-        assert!(!listening_in(TABLE, "/run/rempart/rempart-9903.upgrade.sock"));
+        assert!(!listening_in(
+            TABLE,
+            "/run/rempart/rempart-9903.upgrade.sock"
+        ));
         assert!(!listening_in("", "/x"));
     }
 

@@ -300,7 +300,10 @@ mod tests {
             Err(TakeoverError::Itself { .. })
         ));
         // A process that is not a Rempart: a child `sleep`.
-        let mut sleep = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut sleep = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         std::fs::write(&files.pid_file, format!("{}\n", sleep.id())).unwrap();
         let refused = OldProcess::find(&files);
         let _ = sleep.kill();

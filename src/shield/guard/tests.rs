@@ -229,7 +229,10 @@ async fn a_drain_closes_idle_connections_and_lets_heads_finish() {
     };
     let started = Instant::now();
     let (ready, ()) = tokio::join!(g.wait_request(false, &rx), drain);
-    assert!(!ready, "an idle keep-alive connection closes when the drain starts");
+    assert!(
+        !ready,
+        "an idle keep-alive connection closes when the drain starts"
+    );
     assert_eq!(started.elapsed(), Duration::from_secs(1));
 
     // A new connection that sends nothing is closed a moment later, counted as a head meanwhile.
@@ -247,8 +250,14 @@ async fn a_drain_closes_idle_connections_and_lets_heads_finish() {
     };
     let started = Instant::now();
     let (ready, ()) = tokio::join!(g.wait_request(true, &rx), drain);
-    assert!(!ready, "a new connection silent through the drain's wait closes");
-    assert_eq!(started.elapsed(), Duration::from_secs(1) + FIRST_HEAD_DRAIN_WAIT);
+    assert!(
+        !ready,
+        "a new connection silent through the drain's wait closes"
+    );
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1) + FIRST_HEAD_DRAIN_WAIT
+    );
     assert_eq!(report.heads.load(Ordering::Relaxed), 0);
 
     // A new connection whose request comes just after the drain started is served: it was
