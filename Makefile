@@ -18,14 +18,19 @@
 #                a node with a cluster limit against a local one, and the store's round trips
 #                under a flood (bench/cluster.sh).
 #                BENCH_BIN_DIR=DIR runs the binaries in DIR instead of building
+#   make deb     the Debian package, target/debian/rempart_VERSION_ARCH.deb (dist build,
+#                systemd unit, configuration in /etc/rempart, rempart-upgrade): deploy/debian/.
+#                DEB_PROFILE=release (or dev) packages a quicker build, for trying the package
 #   make check   formatting and clippy, warnings as errors
 #   make deps    install the missing system tools (apt-get, only when one is missing)
 #   make build   release build of the workspace
 #   make clean   remove build output and benchmark output
 
 CARGO ?= cargo
+# The cargo profile of the binary `make deb` packages: dist is what ships.
+DEB_PROFILE ?= dist
 
-.PHONY: run cluster test bench check deps build clean
+.PHONY: run cluster test bench deb check deps build clean
 
 deps:
 	@.ci/install-deps.sh
@@ -43,6 +48,9 @@ cluster: build
 test: deps
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
+
+deb: deps
+	@CARGO="$(CARGO)" deploy/debian/build-deb.sh --profile $(DEB_PROFILE)
 
 bench:
 	@bash bench/run.sh

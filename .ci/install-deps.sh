@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system tools Rempart needs, only when they are missing.
 #
-#   .ci/install-deps.sh              build + test tools (make deps, make test)
+#   .ci/install-deps.sh              build, test and packaging tools (make deps, make test)
 #   .ci/install-deps.sh --run        what building and running the demo needs (make run, make
 #                                    cluster; redis-server is added for make cluster)
 #   .ci/install-deps.sh --bench      the same, plus nginx, haproxy, wrk, h2load and python3 (make
@@ -26,6 +26,9 @@ test_tools=(
   promtool:prometheus     # deploy test: promtool check/test rules on deploy/prometheus/ (the
                           # package brings the Prometheus service too; only promtool is used)
   redis-server:redis-server  # cluster tests: a real store on a free loopback port
+  dpkg-deb:dpkg           # make deb builds the package with dpkg-deb
+  dpkg-shlibdeps:dpkg-dev # make deb: the package's shared-library dependencies
+  systemd-analyze:systemd # the package test checks the unit with systemd-analyze verify
 )
 case "${1:-}" in
   --run) ;;

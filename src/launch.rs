@@ -24,8 +24,12 @@ use crate::config::Config;
 use crate::proxy::edge::{Edge, EdgeListener};
 use crate::proxy::RempartProxy;
 use crate::runtime::Runtime;
+use crate::runtime_dir::InstanceFiles;
 use crate::shield::connections::AcceptFilter;
 use crate::telemetry::busy;
+use crate::upgrade::handover::{ShutdownSignals, Successor};
+use crate::upgrade::takeover::OldProcess;
+use crate::upstream::health::HealthChecks;
 
 /// Why Rempart could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,8 @@ pub enum StartError {
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error("{0}")]
     RuntimeDir(#[from] crate::runtime_dir::RuntimeDirError),
+    #[error("upgrade failed: {0}")]
+    Upgrade(#[from] crate::upgrade::takeover::TakeoverError),
     #[error("{0}")]
     Clock(#[from] crate::schedule::clock::ClockError),
 }
@@ -82,7 +88,7 @@ fn bind_listeners(config: &Config, mode: Mode) -> Result<Option<TcpListener>, St
         .map_err(|source| StartError::Bind { address, source })
 }
 
-fn server_conf(config: &Config, mode: Mode) -> ServerConf {
+fn server_conf(config: &Config, mode: Mode, files: &InstanceFiles) -> ServerConf {
     let mut conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs_f64().ceil() as u64),
@@ -90,31 +96,33 @@ fn server_conf(config: &Config, mode: Mode) -> ServerConf {
         daemon: mode.daemon,
         ..ServerConf::default()
     };
-    let (pid_file, upgrade_sock) = runtime_files(config);
-    conf.pid_file = pid_file.display().to_string();
-    conf.upgrade_sock = upgrade_sock.display().to_string();
+    conf.pid_file = files.pid_file.display().to_string();
+    conf.upgrade_sock = files.upgrade_sock.display().to_string();
     conf
 }
 
-/// The pid file and the upgrade socket, in `server.runtime_dir`, named after the admin port
-/// (so that instances on one machine do not share them).
-fn runtime_files(config: &Config) -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = &config.server.runtime_dir;
-    let tag = config.admin.address.port();
-    (
-        dir.join(format!("rempart-{tag}.pid")),
-        dir.join(format!("rempart-{tag}.upgrade.sock")),
-    )
+/// The pid file and the upgrade socket of this instance, in `server.runtime_dir`.
+fn instance_files(config: &Config) -> InstanceFiles {
+    InstanceFiles::new(&config.server.runtime_dir, config.admin.address.port())
 }
 
 /// Build the pingora server for this configuration and run it until shutdown.
 pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
     // The runtime directory first: it must be Rempart's alone before a socket goes there.
+    let files = instance_files(&config);
     crate::runtime_dir::prepare(&config.server.runtime_dir)?;
-    crate::runtime_dir::check_socket(&runtime_files(&config).1)?;
+    crate::runtime_dir::check_socket(&files.upgrade_sock)?;
+    // An upgrade checks the process it takes over from before anything else: a refusal leaves
+    // that process alone, and costs nothing.
+    let old = if mode.upgrade {
+        Some(OldProcess::find(&files)?)
+    } else {
+        None
+    };
     let queue_key = crate::runtime_dir::queue_key(&config.server.runtime_dir)?;
     let admin_listener = bind_listeners(&config, mode)?;
-    let conf = server_conf(&config, mode);
+    let conf = server_conf(&config, mode, &files);
+    let successor = Successor::of_this_process(&config.source, mode.daemon);
     let listeners = config.listeners.clone();
     let clock = crate::schedule::clock::from_env()?;
     let runtime = Runtime::with_clock(config, queue_key, clock)?;
@@ -126,7 +134,6 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     let phases = server.watch_execution_phase();
-    server.bootstrap();
     let conf = server.configuration.clone();
 
     let server_settings = runtime.load().config.server.clone();
@@ -187,7 +194,7 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
     ));
     server.add_service(background_service(
         "rempart health checks",
-        crate::upstream::health::HealthChecks::new(runtime.clone()),
+        HealthChecks::new(runtime.clone()),
     ));
     server.add_service(background_service(
         "rempart queue ticks",
@@ -220,6 +227,8 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
             runtime: runtime.clone(),
             phases: std::sync::Mutex::new(Some(phases)),
             addresses: listeners.iter().map(|l| l.address).collect(),
+            successor,
+            pid_file: files.pid_file.clone(),
         },
     ));
 
@@ -234,7 +243,37 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
         listeners = ?listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
         "rempart starting"
     );
-    server.run(RunArgs::default());
+    // Everything that can fail at start has been built: only now take the sockets of an old
+    // process (pingora's bootstrap receives them; the old process is signalled once this one
+    // listens on the upgrade socket).
+    // Then this process serves the instance and names itself in the pid file (a daemon's is
+    // written by pingora once forked).
+    match old {
+        Some(old) => {
+            let signaller = old.signal_when_listening(files.upgrade_sock.clone());
+            server.bootstrap();
+            signaller.taken_over();
+            // The old process is handing over already: serve whatever happens to the pid file.
+            if !mode.daemon {
+                if let Err(e) = crate::runtime_dir::write_pid_file(&files.pid_file) {
+                    tracing::error!(error = %e, "the next upgrade will not find this process");
+                }
+            }
+        }
+        None => {
+            if !mode.daemon {
+                crate::runtime_dir::write_pid_file(&files.pid_file)?;
+            }
+            server.bootstrap();
+        }
+    }
+    server.run(RunArgs {
+        shutdown_signal: Box::new(ShutdownSignals::new(
+            files.upgrade_sock.clone(),
+            runtime.clone(),
+        )),
+    });
+    crate::runtime_dir::remove_pid_file_if_ours(&files.pid_file);
     Ok(())
 }
 
@@ -271,6 +310,10 @@ struct Lifecycle {
     /// pingora's execution phases: a SIGQUIT (upgrade) starts the drain before the shutdown.
     phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
     addresses: Vec<SocketAddr>,
+    /// What SIGUSR2 starts to take over from this process.
+    successor: Option<Successor>,
+    /// Removed at exit when it still names this process.
+    pid_file: std::path::PathBuf,
 }
 
 /// The TCP ports with a socket in LISTEN state on this machine, from `/proc/net/tcp{,6}`.
@@ -335,6 +378,8 @@ impl BackgroundService for Lifecycle {
                 if all_listening(&addresses) {
                     runtime.listening.store(true, Ordering::Release);
                     tracing::info!("rempart ready");
+                    // systemd (Type=notify): ready, and after an upgrade the new main process.
+                    crate::systemd::ready();
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -359,6 +404,24 @@ impl BackgroundService for Lifecycle {
             }
         }
         tokio::spawn(watch_config(self.runtime.clone()));
+
+        // SIGUSR2 starts the new binary, which takes the listening sockets over (an upgrade in
+        // one signal, from inside the service when systemd runs it).
+        if let Some(successor) = self.successor.clone() {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2()) {
+                Ok(mut usr2) => {
+                    let runtime = self.runtime.clone();
+                    tokio::spawn(async move {
+                        while usr2.recv().await.is_some() {
+                            successor.start(runtime.draining.load(Ordering::Acquire));
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot handle SIGUSR2: upgrade with rempart -u")
+                }
+            }
+        }
 
         // On SIGQUIT pingora sends the listening sockets to the new process, then keeps this one
         // accepting a few seconds before it shuts down: drain from the first moment, so that
@@ -401,6 +464,7 @@ impl BackgroundService for Lifecycle {
             if idle_checks >= 2 {
                 // Give the log writer a moment to flush the last lines.
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                crate::runtime_dir::remove_pid_file_if_ours(&self.pid_file);
                 tracing::info!("drained, exiting");
                 std::process::exit(0);
             }

@@ -4,7 +4,8 @@
 //! pipeline (`proxy`) reads once per request; `upstream` chooses servers, `tls` certificates,
 //! `telemetry` counts and logs, `schedule` swaps in the overlays of the hour, `admin` exposes it
 //! all, and `launch` starts the whole; `cluster` shares limits, bans and login queues with other
-//! nodes through a Redis or Valkey store; `ctl` is the operator's client of the admin API.
+//! nodes through a Redis or Valkey store; `upgrade` passes the listening sockets to a new binary,
+//! `systemd` tells the service manager; `ctl` is the operator's client of the admin API.
 
 pub mod admin;
 pub mod answer;
@@ -22,6 +23,8 @@ pub mod runtime;
 pub mod runtime_dir;
 pub mod schedule;
 pub mod shield;
+pub mod systemd;
 pub mod telemetry;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;

@@ -2,6 +2,8 @@
 //! login queues' key live, private to Rempart's user. A process that finds it owned by someone
 //! else, or open to others, refuses to start: whoever can create the upgrade socket there could
 //! be handed the listening sockets, and whoever can read the key could forge places in line.
+//! The pid file names the process that serves an instance: an upgrade reads it to find the old
+//! process, and the process that took over writes it.
 
 use std::fs;
 use std::io;
@@ -32,6 +34,31 @@ pub enum RuntimeDirError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot write the pid file {path}: {source}")]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The files of one instance in the runtime directory, named after its admin port so that
+/// instances on one machine do not share them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceFiles {
+    /// `rempart-PORT.pid`: the process serving the instance.
+    pub pid_file: PathBuf,
+    /// `rempart-PORT.upgrade.sock`: where a new process waits for the listening sockets.
+    pub upgrade_sock: PathBuf,
+}
+
+impl InstanceFiles {
+    pub fn new(dir: &Path, admin_port: u16) -> InstanceFiles {
+        InstanceFiles {
+            pid_file: dir.join(format!("rempart-{admin_port}.pid")),
+            upgrade_sock: dir.join(format!("rempart-{admin_port}.upgrade.sock")),
+        }
+    }
 }
 
 fn euid() -> u32 {
@@ -151,6 +178,59 @@ pub fn queue_key(dir: &Path) -> Result<Vec<u8>, RuntimeDirError> {
     Err(fail(io::Error::other("the key file keeps changing")))
 }
 
+/// Write this process's id to `path`: written aside and renamed in place, so a reader sees the
+/// old pid or the new one, never a partial file.
+pub fn write_pid_file(path: &Path) -> Result<(), RuntimeDirError> {
+    let fail = |source| RuntimeDirError::PidFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let pid = std::process::id();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "rempart.pid".into());
+    let aside = path.with_file_name(format!(".{name}.{pid}"));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&aside)
+        .and_then(|mut f| io::Write::write_all(&mut f, format!("{pid}\n").as_bytes()))
+        .and_then(|()| fs::rename(&aside, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&aside);
+        return Err(fail(e));
+    }
+    Ok(())
+}
+
+/// Remove the pid file when it still names this process (after an upgrade it names the new one,
+/// which must keep it).
+pub fn remove_pid_file_if_ours(path: &Path) {
+    if read_pid(path).ok().flatten() == Some(std::process::id()) {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// The pid in `path`: None when there is no such file; an error when it cannot be read or does
+/// not hold a process id.
+pub fn read_pid(path: &Path) -> io::Result<Option<u32>> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match text.trim().parse::<u32>() {
+        Ok(pid) if pid > 0 => Ok(Some(pid)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{:?} is not a process id", text.trim()),
+        )),
+    }
+}
+
 fn decode_key(text: &str) -> Option<Vec<u8>> {
     if text.len() != 64 {
         return None;
@@ -207,6 +287,27 @@ mod tests {
             Err(RuntimeDirError::Socket { .. })
         ));
         assert!(check_socket(&base.join("absent.sock")).is_ok());
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn the_pid_file_names_this_process_and_is_removed_only_by_it() {
+        let base = tempdir();
+        let files = InstanceFiles::new(&base, 9901);
+        assert_eq!(files.pid_file, base.join("rempart-9901.pid"));
+        assert_eq!(files.upgrade_sock, base.join("rempart-9901.upgrade.sock"));
+        assert_eq!(read_pid(&files.pid_file).unwrap(), None);
+        write_pid_file(&files.pid_file).unwrap();
+        assert_eq!(read_pid(&files.pid_file).unwrap(), Some(std::process::id()));
+        // Another process took over: its pid file stays.
+        fs::write(&files.pid_file, b"1\n").unwrap();
+        remove_pid_file_if_ours(&files.pid_file);
+        assert_eq!(read_pid(&files.pid_file).unwrap(), Some(1));
+        write_pid_file(&files.pid_file).unwrap();
+        remove_pid_file_if_ours(&files.pid_file);
+        assert!(!files.pid_file.exists());
+        fs::write(&files.pid_file, b"rempart\n").unwrap();
+        assert!(read_pid(&files.pid_file).is_err());
         let _ = fs::remove_dir_all(&base);
     }
 

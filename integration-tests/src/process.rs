@@ -545,9 +545,10 @@ impl Rempart {
         }
     }
 
-    /// Start `rempart -u -c FILE` on this instance's configuration file: the new process takes
-    /// over the listening sockets when this one gets SIGQUIT (zero-downtime upgrade). It does
-    /// not wait for readiness: the admin port stays with this process until it has drained.
+    /// Start `rempart -u -c FILE` on this instance's configuration file: the new process finds
+    /// this one by the pid file, signals it and takes its listening sockets over (zero-downtime
+    /// upgrade). It does not wait for readiness: the admin port stays with this process until
+    /// it has drained.
     pub fn spawn_upgrade(&self) -> Result<Rempart, String> {
         let bin = rempart_bin()?;
         let dir = tempfile::Builder::new()
@@ -834,6 +835,17 @@ fn run_to_end(
             ))
         }
     }
+}
+
+/// Run `rempart ARGS -c FILE` on `yaml` and expect it to exit within `timeout` (e.g. `&["-u"]`
+/// with no instance to take over from). `Err` when it was still running at the deadline (it is
+/// killed then), with its output.
+pub fn rempart_run(
+    args_before_c: &[&str],
+    yaml: &str,
+    timeout: Duration,
+) -> Result<Finished, String> {
+    run_to_end(args_before_c, yaml, timeout, &[])
 }
 
 /// `rempart -t -c FILE` on `yaml` (10 s at most): (exit code, stdout, stderr), the code being

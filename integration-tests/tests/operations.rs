@@ -1,6 +1,6 @@
 //! Operating Rempart at the edge: live reload under load (route moved, certificate replaced,
-//! a broken file refused), SIGHUP and file watch, zero-downtime upgrade, the admin token, and
-//! the dashboard rendered by a real browser.
+//! a broken file refused), SIGHUP and file watch, the admin token, and the dashboard rendered by
+//! a real browser. The zero-downtime upgrade has its own file, `upgrade.rs`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -297,80 +297,6 @@ fn sighup_and_file_watch_reload() {
         watched.is_some(),
         "server.watch_config reloads a changed file by itself"
     );
-}
-
-#[test]
-fn upgrade_hands_the_sockets_over_without_failing_a_request() {
-    let stack = Stack::start(2, 0, |_| {});
-    let old_pid = stack.rempart.admin_json("/status")["pid"].as_u64();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (report, load) = spawn_load(stack.url("/"), 12, stop.clone(), Duration::from_secs(45));
-    assert!(
-        poll_until(Duration::from_secs(10), || (report
-            .ok
-            .load(Ordering::Relaxed)
-            > 100)
-            .then_some(()))
-        .is_some(),
-        "load flows before the upgrade"
-    );
-
-    let runtime_dir = stack.rempart.admin_json("/status")["runtime_dir"]
-        .as_str()
-        .map(PathBuf::from)
-        .expect("the runtime directory in /status");
-    let mut new = stack.rempart.spawn_upgrade().expect("start rempart -u");
-    let sock = runtime_dir.join(format!("rempart-{}.upgrade.sock", stack.ports.admin.port()));
-    assert!(
-        poll_until(Duration::from_secs(15), || sock.exists().then_some(())).is_some(),
-        "the new process waits on {}: stderr {}",
-        sock.display(),
-        new.stderr()
-    );
-    stack.rempart.signal(libc::SIGQUIT);
-
-    let mut old = stack.rempart;
-    let exited = old.wait_exit(Duration::from_secs(30));
-    assert!(
-        exited.is_some(),
-        "the old process drains and exits after SIGQUIT"
-    );
-    let new_pid = poll_until(Duration::from_secs(20), || {
-        // The new process binds the admin port once the old one has let it go.
-        let (code, body) = new.try_admin("/status").ok()?;
-        if code != 200 {
-            return None;
-        }
-        serde_json::from_str::<serde_json::Value>(&body).ok()?["pid"].as_u64()
-    });
-    assert!(
-        new_pid.is_some(),
-        "the new process serves the admin API: {}",
-        new.stderr()
-    );
-    assert_ne!(new_pid, old_pid);
-    let before = report.ok.load(Ordering::Relaxed);
-    assert!(
-        poll_until(Duration::from_secs(10), || (report
-            .ok
-            .load(Ordering::Relaxed)
-            > before + 100)
-            .then_some(()))
-        .is_some(),
-        "the new process serves the traffic"
-    );
-    stop.store(true, Ordering::Relaxed);
-    load.join().expect("load thread");
-    assert_eq!(
-        report.failed.load(Ordering::Relaxed),
-        0,
-        "no request fails across the upgrade ({} ok); first failure: {:?}\nnew stderr: {}",
-        report.ok.load(Ordering::Relaxed),
-        report.first_failure.lock().unwrap(),
-        new.stderr()
-    );
-    assert!(new.is_running());
-    drop(stack.dc_a);
 }
 
 #[test]

@@ -282,14 +282,24 @@ impl AdminService {
     }
 }
 
-/// Bind the admin address, waiting up to a minute for a previous process to release it.
-async fn bind_when_free(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let mut attempt = 0;
+/// How long the new process of an upgrade waits for the old one to release the admin address,
+/// beyond the old one's grace period: pingora's hand-over delay (5 s) and a margin.
+const ADMIN_RELEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Bind the admin address, waiting up to `patience` for a previous process to release it (it
+/// holds it until it exits: its hand-over delay, then its drain).
+async fn bind_when_free(
+    address: std::net::SocketAddr,
+    patience: std::time::Duration,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
         match tokio::net::TcpListener::bind(address).await {
             Ok(listener) => return Ok(listener),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 600 => {
-                attempt += 1;
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             Err(e) => return Err(e),
@@ -308,7 +318,17 @@ impl BackgroundService for AdminService {
             Some(listener) => listener
                 .set_nonblocking(true)
                 .and_then(|_| tokio::net::TcpListener::from_std(listener)),
-            None => bind_when_free(self.runtime.load().config.admin.address).await,
+            None => {
+                let (address, patience) = {
+                    let snapshot = self.runtime.load();
+                    let config = &snapshot.config;
+                    (
+                        config.admin.address,
+                        config.server.grace_period + ADMIN_RELEASE_MARGIN,
+                    )
+                };
+                bind_when_free(address, patience).await
+            }
         };
         let listener = match bound {
             Ok(listener) => listener,

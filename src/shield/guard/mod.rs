@@ -116,6 +116,10 @@ const ANSWER_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nCont
 /// Bytes read at once while a head is stashed.
 const READ_CHUNK: usize = 4096;
 
+/// During a drain, how long a connection that has not sent its first request yet may take to
+/// start it (at most its head deadline) before it is closed without a word.
+const FIRST_HEAD_DRAIN_WAIT: Duration = Duration::from_secs(2);
+
 fn aborted(reason: CloseReason) -> Error {
     Error::new(ErrorKind::ConnectionAborted, reason.as_str())
 }
@@ -428,7 +432,19 @@ impl Guard {
                 return Poll::Ready(true);
             }
             if draining && !started {
-                return Poll::Ready(false);
+                if self.served {
+                    // An idle keep-alive connection: closed, its client opens another.
+                    return Poll::Ready(false);
+                }
+                // A connection accepted before the drain whose first request has not been read:
+                // it is on its way, often already in the socket. Closing now would reset the
+                // client (and an upgrade's old process would drop requests the new one never
+                // sees): wait a moment for the head, counted in what the drain waits for.
+                self.count_head(true);
+                let limit = Instant::now() + FIRST_HEAD_DRAIN_WAIT;
+                if self.deadline.is_none_or(|at| at > limit) {
+                    self.set_deadline(Some(limit));
+                }
             }
             self.control.waker.register(cx.waker());
             if self.deadline_passed(cx) {

@@ -213,14 +213,68 @@ async fn keep_alive_waits_end_at_keepalive_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn a_drain_closes_idle_connections_and_lets_heads_finish() {
+    // A keep-alive connection idle between two requests closes when the drain starts.
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let (_client, mut g, _, _) = guard(false);
+    let (mut client, mut g, _, _) = guard(false);
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(g.wait_request(true, &not_draining()).await);
+    let mut buf = [0u8; 256];
+    let _ = g.read(&mut buf).await.unwrap();
     let drain = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         tx.send(true).unwrap();
     };
+    let started = Instant::now();
+    let (ready, ()) = tokio::join!(g.wait_request(false, &rx), drain);
+    assert!(
+        !ready,
+        "an idle keep-alive connection closes when the drain starts"
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+
+    // A new connection that sends nothing is closed a moment later, counted as a head meanwhile.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (_client, mut g, _, report) = guard(false);
+    let drain = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(true).unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            report.heads.load(Ordering::Relaxed),
+            1,
+            "the drain waits for it"
+        );
+    };
+    let started = Instant::now();
     let (ready, ()) = tokio::join!(g.wait_request(true, &rx), drain);
-    assert!(!ready, "an idle connection closes when the drain starts");
+    assert!(
+        !ready,
+        "a new connection silent through the drain's wait closes"
+    );
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1) + FIRST_HEAD_DRAIN_WAIT
+    );
+    assert_eq!(report.heads.load(Ordering::Relaxed), 0);
+
+    // A new connection whose request comes just after the drain started is served: it was
+    // accepted before, and its client is sending.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (mut client, mut g, _, _) = guard(false);
+    let late = async {
+        tx.send(true).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client
+            .write_all(b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        client
+    };
+    let (ready, _client) = tokio::join!(g.wait_request(true, &rx), late);
+    assert!(ready, "a first request arriving during the drain is served");
 
     let (tx, rx) = tokio::sync::watch::channel(false);
     let (mut client, mut g, _, _) = guard(false);
