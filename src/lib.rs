@@ -8,6 +8,7 @@ pub mod admin;
 pub mod answer;
 pub mod config;
 pub mod forwarded;
+pub mod history;
 pub mod launch;
 pub mod path;
 pub mod proxy;

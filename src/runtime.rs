@@ -9,6 +9,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use http::Method;
 
 use crate::config::{Config, Route};
+use crate::history::History;
 use crate::queue::{Capacity, LoginQueue, QueueRegistry};
 use crate::shield::{Shield, ShieldState};
 use crate::telemetry::{rfc3339_now, AccessLog, Metrics, RouteMetrics};
@@ -93,6 +94,8 @@ pub struct Runtime {
     pub last_reload_error: ArcSwapOption<String>,
     /// Login queue state (lines, limits, pause) that outlives configuration generations.
     pub queues: QueueRegistry,
+    /// The last 15 minutes, second by second, and the events marked on them.
+    pub history: Arc<History>,
 }
 
 impl Runtime {
@@ -121,6 +124,7 @@ impl Runtime {
         let upstreams = Arc::new(Registry::new());
         let queues = QueueRegistry::with_key(queue_key);
         let shield_state = Arc::new(ShieldState::default());
+        let history = Arc::new(History::new());
         let snapshot = compile(
             Arc::new(config),
             1,
@@ -144,6 +148,7 @@ impl Runtime {
             listening: AtomicBool::new(false),
             last_reload_error: ArcSwapOption::empty(),
             queues,
+            history,
         }))
     }
 
