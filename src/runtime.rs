@@ -9,7 +9,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use http::Method;
 
 use crate::config::{Config, Route};
-use crate::history::History;
+use crate::history::{Events, History};
 use crate::queue::{Capacity, LoginQueue, QueueRegistry};
 use crate::shield::{Shield, ShieldState};
 use crate::telemetry::{rfc3339_now, AccessLog, Metrics, RouteMetrics};
@@ -132,6 +132,7 @@ impl Runtime {
             &upstreams,
             &queues,
             &shield_state,
+            &history.events,
         );
         metrics.config_generation.set(1);
         Ok(Arc::new(Runtime {
@@ -172,6 +173,7 @@ impl Runtime {
             &self.upstreams,
             &self.queues,
             &self.shield_state,
+            &self.history.events,
         );
         let snapshot = Arc::new(snapshot);
         self.snapshot.store(snapshot.clone());
@@ -231,11 +233,12 @@ fn compile(
     registry: &Registry,
     queues: &QueueRegistry,
     shield_state: &Arc<ShieldState>,
+    events: &Arc<Events>,
 ) -> Snapshot {
     let upstreams: Vec<Arc<Upstream>> = config
         .upstreams
         .iter()
-        .map(|u| Arc::new(Upstream::new(u, metrics, registry)))
+        .map(|u| Arc::new(Upstream::new(u, metrics, registry, events)))
         .collect();
     let routes = config
         .routes
