@@ -5,10 +5,14 @@
 #   make test    install what is missing, build (debug: the integration tests run
 #                target/debug/rempart) and run every test of the workspace
 #   make bench   Rempart against NGINX and HAProxy on this machine (bench/run.sh), then the
-#                shield's cost: memory with a million client addresses, req/s with and
-#                without limits (bench/shield.sh), then what connections cost against NGINX
-#                and HAProxy: memory for 10,000 idle keep-alive connections (HTTP/1.1, TLS,
-#                HTTP/2) and CPU under five HTTP/2 attacks (bench/connections.sh)
+#                three side by side in eight scenarios, rounds alternating: plain HTTP/1.1,
+#                refusal floods (banned, rate-limited), churn of client addresses, TLS +
+#                HTTP/2, TLS handshakes, a realistic policy, two workers (bench/scenarios.sh),
+#                then the shield's cost: memory with a million client addresses, req/s with
+#                and without limits (bench/shield.sh), then what connections cost against
+#                NGINX and HAProxy: memory for 10,000 idle keep-alive connections (HTTP/1.1,
+#                TLS, HTTP/2) and CPU under five HTTP/2 attacks (bench/connections.sh).
+#                BENCH_BIN_DIR=DIR runs the binaries in DIR instead of building
 #   make check   formatting and clippy, warnings as errors
 #   make deps    install the missing system tools (apt-get, only when one is missing)
 #   make build   release build of the workspace
@@ -33,6 +37,7 @@ test: deps
 
 bench:
 	@bash bench/run.sh
+	@bash bench/scenarios.sh
 	@bash bench/shield.sh
 	@bash bench/connections.sh
 

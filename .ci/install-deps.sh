@@ -2,7 +2,8 @@
 # Install the system tools Rempart needs, only when they are missing.
 #
 #   .ci/install-deps.sh              build + test tools (make deps)
-#   .ci/install-deps.sh --bench      the same, plus nginx, haproxy, wrk and h2load (make bench)
+#   .ci/install-deps.sh --bench      the same, plus nginx, haproxy, wrk, h2load and python3 (make
+#                                    bench; openssl, for its s_time, is in the first list)
 #
 # Each tool is checked with `command -v`; apt-get (update + install) runs only when at least one
 # is missing, so a machine that has everything never touches the network.
@@ -14,10 +15,12 @@ tools=(
   cc:gcc                  # ring, zstd-sys and zlib-ng build C code
   pkg-config:pkg-config
   curl:curl               # the demo tour and health probes by hand
-  openssl:openssl         # dev certificates
+  openssl:openssl         # dev certificates; `openssl s_time` for bench/scenarios.sh
   ip:iproute2             # failover tests (network namespaces, addresses)
   iptables:iptables       # failover tests (dropping a datacenter's packets)
   chromium:chromium       # the dashboard test renders the admin page in headless Chromium
+  promtool:prometheus     # deploy test: promtool check/test rules on deploy/prometheus/ (the
+                          # package brings the Prometheus service too; only promtool is used)
 )
 if [ "${1:-}" = "--bench" ]; then
   tools+=(
@@ -25,6 +28,7 @@ if [ "${1:-}" = "--bench" ]; then
     haproxy:haproxy
     wrk:wrk
     h2load:nghttp2-client
+    python3:python3       # the benchmarks read the admin API's JSON and h2-attack's
   )
 fi
 

@@ -22,9 +22,10 @@
 #
 # Writes bench/out/connections.md (raw outputs and generated configurations in bench/out/conn-*)
 # and prints it. Environment: CONN_COUNT, CONN_SOURCES, ATTACK_DURATION (seconds),
-# ATTACK_CONNECTIONS, CONN_TARGETS (default "rempart nginx haproxy"), BENCH_NO_BUILD=1 (no cargo
-# build: the binaries in target/release as they are). Loopback only; every process started here
-# is stopped on exit, even on Ctrl-C; every wait is bounded.
+# ATTACK_CONNECTIONS, CONN_TARGETS (default "rempart nginx haproxy"), BENCH_BIN_DIR (prebuilt
+# binaries in that directory, no build) or BENCH_NO_BUILD=1 (no build: target/release, or
+# target/dist with a [profile.dist], as it is); see bench_binaries in bench/common.sh. Loopback
+# only; every process started here is stopped on exit, even on Ctrl-C; every wait is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -48,18 +49,12 @@ log() { printf 'connections bench: %s\n' "$*" >&2; }
 bash .ci/install-deps.sh --bench >/dev/null
 PATH=$PATH:/usr/sbin:/sbin   # nginx and haproxy live in /usr/sbin
 
-if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
-  log "BENCH_NO_BUILD=1: using the binaries already in target/release"
-else
-  log "building (release)"
-  cargo build --release --workspace
-fi
+# bench_binaries, pids, cleanup on exit, free_port, wait_ready, stop_pid, proc_family, rss_kib,
+# cpu_ticks, machine_busy_ticks, reaped_children_ticks, cpu_idle.
+. bench/common.sh
+bench_binaries
 mkdir -p "$out"
 rm -rf "$out"/conn-*
-
-# pids, cleanup on exit, free_port, wait_ready, stop_pid, proc_family, rss_kib, cpu_ticks,
-# machine_busy_ticks, reaped_children_ticks, cpu_idle.
-. bench/common.sh
 
 # Every proxy and idle-conns need a descriptor per connection: the soft limit goes up to the hard
 # one (children inherit it).
@@ -80,7 +75,7 @@ cat "$cert" "$key" >"$out/conn-haproxy.pem"   # HAProxy wants the chain and the 
 
 # --- origin ------------------------------------------------------------------------------------
 free_port; origin_port=$PORT
-target/release/ent-origin --listen "127.0.0.1:$origin_port" --name bench-origin --workers 2 \
+"$bin_dir/ent-origin" --listen "127.0.0.1:$origin_port" --name bench-origin --workers 2 \
   >"$out/conn-origin.log" 2>&1 &
 origin_pid=$!
 pids+=($origin_pid)
@@ -132,8 +127,8 @@ routes:
     match: { path_prefix: / }
     upstream: origin
 YAML
-      [ -x target/release/rempart ] || { why[$t]="no binary"; return 1; }
-      target/release/rempart -c "$out/conn-rempart.yaml" >>"$out/conn-rempart.log" 2>&1 &
+      [ -x "$bin_dir/rempart" ] || { why[$t]="no binary"; return 1; }
+      "$bin_dir/rempart" -c "$out/conn-rempart.yaml" >>"$out/conn-rempart.log" 2>&1 &
       ;;
     nginx)
       mkdir -p "$out/conn-nginx"
@@ -253,7 +248,7 @@ for mode in "${modes[@]}"; do
     raw=$out/conn-idle-$t-$mode.txt
     : >"$raw"
     log "memory, $(label "$t"), $(mode_label "$mode"): idle-conns --count $count from $n_sources source addresses"
-    target/release/idle-conns --target "127.0.0.1:$port" --count "$count" "${mode_args[@]}" \
+    "$bin_dir/idle-conns" --target "127.0.0.1:$port" --count "$count" "${mode_args[@]}" \
       --sources "$sources" --hold 600s --timeout 10s >"$raw" 2>"$out/conn-idle-$t-$mode.err" &
     ic=$!
     pids+=($ic)
@@ -306,7 +301,7 @@ for kind in "${kinds[@]}"; do
     o0=$(origin_requests)
     c0=$(cpu_ticks "${fam[@]}")
     m0=$(machine_busy_ticks) a0=$(reaped_children_ticks) g0=$(cpu_ticks "$origin_pid")
-    timeout -k 5 $((attack_seconds + 30)) target/release/h2-attack --target "127.0.0.1:${tls_port[$t]}" \
+    timeout -k 5 $((attack_seconds + 30)) "$bin_dir/h2-attack" --target "127.0.0.1:${tls_port[$t]}" \
       --sni localhost --kind "$kind" --connections "$attack_conns" --duration "${attack_seconds}s" \
       >"$raw" 2>"$out/conn-attack-$t-$kind.err" || true
     # The attack's cost includes the work it leaves behind (streams still being forwarded):
@@ -390,7 +385,7 @@ attack_table=$(
   done
 )
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-rempart_version=$( (target/release/rempart --version 2>/dev/null || echo "rempart n/a") | head -n 1)
+rempart_version=$( ("$bin_dir/rempart" --version 2>/dev/null || echo "rempart n/a") | head -n 1)
 {
   echo "# Connections benchmark: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo

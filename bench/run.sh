@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # `make bench`: Rempart against NGINX and HAProxy, on this machine, in front of one origin.
 #
-# Starts one ent-origin (2 workers) and, each on its own loopback port in front of it, Rempart
-# (1 thread), NGINX (1 worker) and HAProxy (1 thread). Then for the origin itself (the
-# reference) and each proxy: a warm-up, then `wrk -t2 -cC -dDs --latency`. Prints a table
-# (req/s, p50, p99, errors) and the ratios Rempart/NGINX and Rempart/HAProxy, and writes it all
-# to bench/out/latest.md with the date, the machine and the exact commands.
+# Starts one origin and, each on its own loopback port in front of it, Rempart (1 thread), NGINX
+# (1 worker) and HAProxy (1 thread); NGINX and HAProxy add the forwarded headers Rempart adds
+# (X-Forwarded-For, -Proto, -Host, X-Request-Id). Then for the origin itself (the reference) and
+# each proxy: a warm-up, then `wrk -t2 -cC -dDs --latency`. Prints a table (req/s, p50, p99,
+# errors) and the ratios Rempart/NGINX and Rempart/HAProxy, and writes it all to
+# bench/out/latest.md with the date, the machine and the exact commands.
 #
 # Environment: BENCH_DURATION (seconds, default 10), BENCH_CONNECTIONS (default 64),
 #              BENCH_WARMUP (seconds, default 2), BENCH_THREADS (wrk threads, default 2),
 #              BENCH_ROUNDS (default 1: with more, targets take turns and each keeps its best
-#              round), BENCH_PATH (default /bench).
+#              round), BENCH_PATH (default /bench), BENCH_ORIGIN (echo, the default: ent-origin
+#              --workers 2, which echoes each request in JSON; fixed: an NGINX of one worker
+#              answering {"ok":true} to everything, the origin of bench/scenarios.sh),
+#              BENCH_BIN_DIR (prebuilt binaries, no build; see bench_binaries in bench/common.sh).
 # Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +29,8 @@ warmup=${warmup%s}
 rounds=${BENCH_ROUNDS:-1}
 wrk_threads=${BENCH_THREADS:-2}
 path=${BENCH_PATH:-/bench}
+origin_kind=${BENCH_ORIGIN:-echo}
+case $origin_kind in echo|fixed) ;; *) echo "bench: BENCH_ORIGIN is echo or fixed" >&2; exit 2 ;; esac
 for v in "$duration" "$connections" "$warmup" "$wrk_threads" "$rounds"; do
   case $v in ''|*[!0-9]*) echo "bench: BENCH_DURATION, BENCH_CONNECTIONS, BENCH_WARMUP, BENCH_THREADS and BENCH_ROUNDS take whole numbers" >&2; exit 2 ;; esac
 done
@@ -34,21 +40,26 @@ log() { printf 'bench: %s\n' "$*" >&2; }
 bash .ci/install-deps.sh --bench
 PATH=$PATH:/usr/sbin:/sbin   # nginx and haproxy live in /usr/sbin
 
-log "building (release)"
-cargo build --release --workspace
+# --- binaries, processes and ports (bench_binaries, pids, cleanup on exit, free_port,
+# wait_ready, cpu_idle, start_fixed_origin, wrk_read) -----------------------------------------
+. bench/common.sh
+bench_binaries
 
 rm -rf "$out"
 mkdir -p "$out"
 
-# --- processes and ports (pids, cleanup on exit, free_port, wait_ready, cpu_idle) -------------
-. bench/common.sh
-
 # --- origin ------------------------------------------------------------------------------------
 free_port; origin_port=$PORT
-target/release/ent-origin --listen "127.0.0.1:$origin_port" --name bench-origin --workers 2 \
-  >"$out/origin.log" 2>&1 &
-pids+=($!)
-wait_ready origin "http://127.0.0.1:$origin_port/healthz" "${pids[-1]}"
+if [ "$origin_kind" = fixed ]; then
+  start_fixed_origin "$out/origin-nginx" "$origin_port"
+  origin_note='the fixed-body origin (an NGINX of 1 worker answering {"ok":true})'
+else
+  "$bin_dir/ent-origin" --listen "127.0.0.1:$origin_port" --name bench-origin --workers 2 \
+    >"$out/origin.log" 2>&1 &
+  pids+=($!)
+  wait_ready origin "http://127.0.0.1:$origin_port/healthz" "${pids[-1]}"
+  origin_note="one ent-origin (--workers 2)"
+fi
 
 declare -A url=() status=()
 url[origin]="http://127.0.0.1:$origin_port$path"
@@ -77,8 +88,8 @@ routes:
     upstream: origin
 YAML
 url[rempart]="http://127.0.0.1:$rempart_port$path"
-if [ -x target/release/rempart ]; then
-  target/release/rempart -c "$out/rempart.yaml" >"$out/rempart.log" 2>&1 &
+if [ -x "$bin_dir/rempart" ]; then
+  "$bin_dir/rempart" -c "$out/rempart.yaml" >"$out/rempart.log" 2>&1 &
   pids+=($!)
   if wait_ready rempart "${url[rempart]}" "${pids[-1]}"; then status[rempart]=ok; else status[rempart]="did not start"; fi
 else
@@ -113,6 +124,7 @@ http {
       proxy_pass http://origin;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+$(nginx_forwarded_headers)
     }
   }
 }
@@ -139,6 +151,7 @@ defaults
   timeout http-keep-alive 30s
 frontend bench
   bind 127.0.0.1:$haproxy_port
+$(haproxy_forwarded_headers)
   default_backend origin
 backend origin
   http-reuse always
@@ -150,14 +163,6 @@ url[haproxy]="http://127.0.0.1:$haproxy_port$path"
 if wait_ready haproxy "${url[haproxy]}" "${pids[-1]}"; then status[haproxy]=ok; else status[haproxy]="did not start"; fi
 
 # --- measure -----------------------------------------------------------------------------------
-# wrk prints latencies as 812.00us, 1.23ms, 1.02s, 1.50m: to milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-    if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000; else if (u == "h") n *= 3600000
-    printf "%.2f", n }'
-}
-
 wrk_cmd="wrk -t$wrk_threads -c$connections -d${duration}s --latency"
 declare -A rps=() p50=() p99=() errors=() all_rps=()
 targets=(origin rempart nginx haproxy)
@@ -175,23 +180,17 @@ for round in $(seq "$rounds"); do
     if ! timeout -k 5 $((duration + 30)) $wrk_cmd "${url[$t]}" >"$raw" 2>&1; then
       status[$t]="wrk failed"; continue
     fi
-    r=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$raw")
+    wrk_read "$raw"
+    r=$wrk_rps
     if [ -z "$r" ]; then status[$t]="no result"; continue; fi
-    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$raw")
-    sockerr=$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$raw")
-    errors[$t]=$(( ${errors[$t]:-0} + ${non2xx:-0} + ${sockerr:-0} ))
+    errors[$t]=$(( ${errors[$t]:-0} + wrk_non2xx + wrk_sockerr ))
     all_rps[$t]="${all_rps[$t]:+${all_rps[$t]} / }$r"
     if [ -z "${rps[$t]:-}" ] || [ "$r" -gt "${rps[$t]}" ]; then
-      rps[$t]=$r
-      p50[$t]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$raw")")
-      p99[$t]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$raw")")
+      rps[$t]=$r p50[$t]=$wrk_p50 p99[$t]=$wrk_p99
     fi
   done
 done
 idle_after=$(cpu_idle)
-
-label() { case $1 in origin) echo "origin (direct)" ;; rempart) echo Rempart ;; nginx) echo NGINX ;; haproxy) echo HAProxy ;; esac; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 
 table=$(
   echo "| target | req/s | p50 ms | p99 ms | errors |"
@@ -211,16 +210,17 @@ ratios=$(
 )
 
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-rempart_version=$( (target/release/rempart --version 2>/dev/null || echo "rempart n/a") | head -n 1)
+rempart_version=$( ("$bin_dir/rempart" --version 2>/dev/null || echo "rempart n/a") | head -n 1)
 {
   echo "# Rempart benchmark: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "- machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, Linux $(uname -r); CPU idle $idle_before before the runs, $idle_after after (all proxies idle)"
   echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
   echo "- versions: $rempart_version; $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(haproxy -v 2>/dev/null | head -n 1 | awk '{ print "HAProxy " $3 }'); $(wrk --version 2>&1 | head -n 1 | awk '{ print "wrk " $2 }')"
-  echo "- command: \`BENCH_DURATION=$duration BENCH_CONNECTIONS=$connections BENCH_WARMUP=$warmup BENCH_THREADS=$wrk_threads BENCH_ROUNDS=$rounds make bench\`"
+  echo "- command: \`BENCH_DURATION=$duration BENCH_CONNECTIONS=$connections BENCH_WARMUP=$warmup BENCH_THREADS=$wrk_threads BENCH_ROUNDS=$rounds BENCH_ORIGIN=$origin_kind make bench\`"
+  echo "- binaries: $binaries_note"
   echo "- each target, $rounds round(s), best kept: \`wrk -t$wrk_threads -c$connections -d${warmup}s URL\` (warm-up), then \`$wrk_cmd URL\`, URL = http://127.0.0.1:PORT$path"
-  echo "- set-up: one ent-origin (--workers 2); Rempart server.threads 1, access_log off; NGINX worker_processes 1, keepalive 64; HAProxy nbthread 1, http-reuse always; all on loopback, all on the same machine as wrk"
+  echo "- set-up: $origin_note; Rempart server.threads 1, access_log off; NGINX worker_processes 1, keepalive 64; HAProxy nbthread 1, http-reuse always; NGINX and HAProxy add X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and X-Request-Id as Rempart does; all on loopback, all on the same machine as wrk"
   echo
   echo "$table"
   echo
@@ -235,12 +235,22 @@ rempart_version=$( (target/release/rempart --version 2>/dev/null || echo "rempar
 } >"$out/latest.md"
 
 # The login queue alone: admissions per second with a deep, wide line, and memory per waiter.
-log "login queue: cargo run --release --example queue_bench -- 100000 1000"
-queue_line=$(timeout -k 5 300 cargo run --quiet --release --example queue_bench -- 100000 1000 2>/dev/null \
-  || echo "| login queue, 100000 waiters across 1000 tenants | failed | | |")
+# With prebuilt binaries (BENCH_BIN_DIR, BENCH_NO_BUILD=1), the example already built there.
+if [ -n "${BENCH_BIN_DIR:-}" ] || [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
+  queue_cmd=("$bin_dir/examples/queue_bench" 100000 1000)
+else
+  queue_cmd=(cargo run --quiet "${cargo_profile[@]}" --example queue_bench -- 100000 1000)
+fi
+log "login queue: ${queue_cmd[*]}"
+if [ "${queue_cmd[0]}" != cargo ] && [ ! -x "${queue_cmd[0]}" ]; then
+  queue_line="| login queue, 100000 waiters across 1000 tenants | not run (no ${queue_cmd[0]}) | | |"
+else
+  queue_line=$(timeout -k 5 300 "${queue_cmd[@]}" 2>/dev/null \
+    || echo "| login queue, 100000 waiters across 1000 tenants | failed | | |")
+fi
 {
   echo
-  echo "Login queue alone (\`cargo run --release --example queue_bench -- 100000 1000\`):"
+  echo "Login queue alone (\`${queue_cmd[*]#"$root"/}\`):"
   echo
   echo "| what | admissions | arrivals | memory |"
   echo "|---|---:|---:|---:|"

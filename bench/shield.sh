@@ -12,7 +12,8 @@
 #    refused), same client, same origin, taking turns; best round of each.
 #
 # Writes bench/out/shield.md. Environment: SHIELD_KEYS (default 1000000), SHIELD_ROUNDS (default
-# 3), BENCH_DURATION (seconds, default 10), BENCH_CONNECTIONS (default 64). Loopback only; every process started
+# 3), BENCH_DURATION (seconds, default 10), BENCH_CONNECTIONS (default 64), BENCH_BIN_DIR (prebuilt
+# binaries, no build; see bench_binaries in bench/common.sh). Loopback only; every process started
 # here is stopped on exit; the flood is bounded by SHIELD_KEYS and by 600 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,15 +30,13 @@ done
 log() { printf 'shield bench: %s\n' "$*" >&2; }
 
 bash .ci/install-deps.sh --bench >/dev/null
-log "building (release)"
-cargo build --release --workspace
+# bench_binaries, pids, cleanup on exit, free_port, wait_ready, rss_kib.
+. bench/common.sh
+bench_binaries
 mkdir -p "$out"
 
-# pids, cleanup on exit, free_port, wait_ready, rss_kib.
-. bench/common.sh
-
 free_port; origin_port=$PORT
-target/release/ent-origin --listen "127.0.0.1:$origin_port" --name bench-origin --workers 2 \
+"$bin_dir/ent-origin" --listen "127.0.0.1:$origin_port" --name bench-origin --workers 2 \
   >"$out/shield-origin.log" 2>&1 &
 pids+=($!)
 wait_ready origin "http://127.0.0.1:$origin_port/healthz" "${pids[-1]}"
@@ -76,7 +75,7 @@ limits:
   per_ip: { key: client_ip, rate: 1000000/s, burst: 1000000 }
   everyone: { key: global, rate: 1000000/s, burst: 1000000 }
 YAML
-target/release/rempart -c "$out/shield.yaml" >"$out/shield-rempart.log" 2>&1 &
+"$bin_dir/rempart" -c "$out/shield.yaml" >"$out/shield-rempart.log" 2>&1 &
 rempart_pid=$!
 pids+=($rempart_pid)
 wait_ready rempart "http://127.0.0.1:$port/plain" "$rempart_pid"

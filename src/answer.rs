@@ -1,5 +1,6 @@
 //! Answers Rempart writes itself: the one place that turns a refusal or a failure into a
-//! status, headers and a short body (JSON, text, or a configured page).
+//! status, headers and a short body (JSON, text, a configured page, or a built-in page of
+//! [`crate::pages`] in the client's language).
 
 use std::sync::Arc;
 
@@ -8,6 +9,8 @@ use http::header::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
+
+use crate::pages::{self, Builtin, Lang};
 
 /// Why Rempart answered instead of the upstream. The string is the `reason` of SPEC section 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +27,9 @@ pub enum Reason {
     HeadersTooLarge,
     RateLimited,
     WaitingRoom,
+    /// The waiting room's poll (`X-Rempart-Poll`) was let through by the line: 200, nothing
+    /// sent upstream; the page loads its address again.
+    QueueTurn,
     QueueFull,
     Maintenance,
     NoUpstream,
@@ -47,6 +53,7 @@ impl Reason {
             Reason::HeadersTooLarge => "headers_too_large",
             Reason::RateLimited => "rate_limited",
             Reason::WaitingRoom => "waiting_room",
+            Reason::QueueTurn => "queue_turn",
             Reason::QueueFull => "queue_full",
             Reason::Maintenance => "maintenance",
             Reason::NoUpstream => "no_upstream",
@@ -60,6 +67,7 @@ impl Reason {
         match self {
             Reason::Malformed | Reason::PathRejected => 400,
             Reason::Denied | Reason::Banned => 403,
+            Reason::QueueTurn => 200,
             Reason::NoRoute => 404,
             Reason::HeaderTimeout | Reason::BodyTooSlow => 408,
             Reason::BodyTooLarge => 413,
@@ -101,6 +109,7 @@ impl Reason {
             Reason::WaitingRoom => {
                 "Vous êtes dans la file d'attente. / You are in the waiting line."
             }
+            Reason::QueueTurn => "C'est votre tour. / It is your turn.",
             Reason::QueueFull => {
                 "La file d'attente est pleine, réessayez dans un instant. / The waiting line is full, try again shortly."
             }
@@ -123,6 +132,16 @@ impl Reason {
     }
 }
 
+/// The HTML an answer shows to clients that do not prefer JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Page {
+    /// The operator's page (`pages.*`), placeholders already filled; served as it is.
+    Configured(Arc<str>),
+    /// A page compiled into Rempart, written in the client's `Accept-Language` and served with
+    /// [`pages::CSP`].
+    Builtin(Builtin),
+}
+
 /// A complete answer: reason, optional details for the body, extra headers, optional page.
 pub struct Answer {
     pub reason: Reason,
@@ -131,7 +150,7 @@ pub struct Answer {
     pub retry_after: Option<u64>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// HTML served instead of the text body to clients that do not prefer JSON.
-    pub page: Option<Arc<str>>,
+    pub page: Option<Page>,
     /// JSON body served instead of the generic one to clients that prefer JSON.
     pub json: Option<serde_json::Value>,
     /// Close the connection after this answer.
@@ -159,10 +178,16 @@ impl Answer {
         self
     }
 
-    /// Build the response head and body for a client whose `Accept` header is `accept`.
-    pub fn render(&self, accept: Option<&[u8]>) -> Result<(ResponseHeader, Bytes)> {
+    /// Build the response head and body for a client whose `Accept` header is `accept` and
+    /// whose `Accept-Language` is `accept_language`.
+    pub fn render(
+        &self,
+        accept: Option<&[u8]>,
+        accept_language: Option<&[u8]>,
+    ) -> Result<(ResponseHeader, Bytes)> {
         let status = self.reason.status();
         let json = accept.is_some_and(prefers_json);
+        let mut builtin_lang = None;
         let (content_type, body) = if let (true, Some(value)) = (json, &self.json) {
             (
                 "application/json",
@@ -182,7 +207,15 @@ impl Answer {
                 Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
             )
         } else if let Some(page) = &self.page {
-            ("text/html; charset=utf-8", Bytes::from(page.to_string()))
+            let html = match page {
+                Page::Configured(html) => html.to_string(),
+                Page::Builtin(builtin) => {
+                    let lang = Lang::from_accept_language(accept_language);
+                    builtin_lang = Some(lang);
+                    builtin.render(lang)
+                }
+            };
+            ("text/html; charset=utf-8", Bytes::from(html))
         } else {
             let text = match &self.detail {
                 Some(detail) => format!(
@@ -206,6 +239,10 @@ impl Answer {
         if let Some(seconds) = self.retry_after {
             head.insert_header(http::header::RETRY_AFTER, seconds)?;
         }
+        if let Some(lang) = builtin_lang {
+            head.insert_header(http::header::CONTENT_SECURITY_POLICY, pages::CSP)?;
+            head.insert_header(http::header::CONTENT_LANGUAGE, lang.code())?;
+        }
         if self.close {
             head.insert_header(http::header::CONNECTION, "close")?;
         }
@@ -217,12 +254,12 @@ impl Answer {
 
     /// Write the answer to the client. The caller counts and logs it.
     pub async fn send(&self, session: &mut Session) -> Result<()> {
-        let accept = session
-            .req_header()
-            .headers
-            .get(http::header::ACCEPT)
+        let headers = &session.req_header().headers;
+        let accept = headers.get(http::header::ACCEPT).map(|v| v.as_bytes());
+        let accept_language = headers
+            .get(http::header::ACCEPT_LANGUAGE)
             .map(|v| v.as_bytes());
-        let (head, body) = self.render(accept)?;
+        let (head, body) = self.render(accept, accept_language)?;
         if self.close {
             session.set_keepalive(None);
         }
@@ -283,7 +320,7 @@ mod tests {
     #[test]
     fn json_body_names_reason_and_detail() {
         let answer = Answer::new(Reason::RateLimited).detail("per_ip");
-        let (head, body) = answer.render(Some(b"application/json")).unwrap();
+        let (head, body) = answer.render(Some(b"application/json"), None).unwrap();
         assert_eq!(head.status.as_u16(), 429);
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value["reason"], "rate_limited");
@@ -294,11 +331,47 @@ mod tests {
     #[test]
     fn text_body_and_close() {
         let answer = Answer::new(Reason::Malformed);
-        let (head, body) = answer.render(None).unwrap();
+        let (head, body) = answer.render(None, None).unwrap();
         assert_eq!(head.status.as_u16(), 400);
         assert_eq!(head.headers["connection"], "close");
         assert!(std::str::from_utf8(&body)
             .unwrap()
             .contains("malformed_request"));
+    }
+
+    #[test]
+    fn builtin_pages_carry_their_csp_and_language_and_configured_ones_do_not() {
+        let mut answer = Answer::new(Reason::Maintenance);
+        answer.page = Some(Page::Builtin(Builtin::Maintenance { retry_after: 30 }));
+        let (head, body) = answer
+            .render(Some(b"text/html"), Some(b"en-GB,en;q=0.9"))
+            .unwrap();
+        assert_eq!(head.status.as_u16(), 503);
+        assert_eq!(head.headers["content-security-policy"], pages::CSP);
+        assert_eq!(head.headers["content-language"], "en");
+        assert!(head.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let html = std::str::from_utf8(&body).unwrap();
+        assert!(html.contains("<html lang=\"en\">"));
+
+        let (head, body) = answer.render(None, None).unwrap();
+        assert_eq!(head.headers["content-language"], "fr");
+        assert!(std::str::from_utf8(&body)
+            .unwrap()
+            .contains("<html lang=\"fr\">"));
+
+        // A client that prefers JSON gets JSON, without the page's policy.
+        let (head, body) = answer.render(Some(b"application/json"), None).unwrap();
+        assert!(!head.headers.contains_key("content-security-policy"));
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["reason"], "maintenance");
+
+        answer.page = Some(Page::Configured(Arc::from("<p>ours</p>")));
+        let (head, body) = answer.render(None, Some(b"en")).unwrap();
+        assert!(!head.headers.contains_key("content-security-policy"));
+        assert!(!head.headers.contains_key("content-language"));
+        assert_eq!(&body[..], b"<p>ours</p>");
     }
 }

@@ -40,6 +40,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]
     RuntimeDir(#[from] crate::runtime_dir::RuntimeDirError),
+    #[error("{0}")]
+    Clock(#[from] crate::schedule::clock::ClockError),
 }
 
 /// Client connection buffers: no read buffer below pingora's own (an idle keep-alive
@@ -112,7 +114,8 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
     let admin_listener = bind_listeners(&config, mode)?;
     let conf = server_conf(&config, mode);
     let listeners = config.listeners.clone();
-    let runtime = Runtime::with_queue_key(config, queue_key)?;
+    let clock = crate::schedule::clock::from_env()?;
+    let runtime = Runtime::with_clock(config, queue_key, clock)?;
 
     let opt = Opt {
         upgrade: mode.upgrade,
@@ -199,6 +202,10 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
         ShieldSweep {
             runtime: runtime.clone(),
         },
+    ));
+    server.add_service(background_service(
+        "rempart schedules",
+        crate::schedule::Scheduler::new(runtime.clone()),
     ));
     server.add_service(background_service(
         "rempart lifecycle",

@@ -2,20 +2,24 @@
 //!
 //! The configuration (`config`) is compiled into a snapshot (`runtime`) that the request
 //! pipeline (`proxy`) reads once per request; `upstream` chooses servers, `tls` certificates,
-//! `telemetry` counts and logs, `admin` exposes it all, and `launch` starts the whole.
+//! `telemetry` counts and logs, `schedule` swaps in the overlays of the hour, `admin` exposes it
+//! all, and `launch` starts the whole; `ctl` is the operator's client of the admin API.
 
 pub mod admin;
 pub mod answer;
 pub mod config;
+pub mod ctl;
 pub mod forwarded;
 pub mod history;
 pub mod launch;
+pub mod pages;
 pub mod path;
 pub mod proxy;
 pub mod queue;
 pub mod reload;
 pub mod runtime;
 pub mod runtime_dir;
+pub mod schedule;
 pub mod shield;
 pub mod telemetry;
 pub mod tls;

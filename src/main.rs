@@ -1,4 +1,5 @@
-//! The `rempart` command: check a configuration, or run the proxy with it.
+//! The `rempart` command: check a configuration, run the proxy with it, or (`rempart ctl`)
+//! act on a running one through its admin API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,11 +15,17 @@ use rempart::launch::{self, Mode};
 
 /// Rempart: a resilient edge reverse proxy for school digital workspaces.
 #[derive(Parser, Debug)]
-#[command(name = "rempart", version, about)]
+#[command(
+    name = "rempart",
+    version,
+    about,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     /// The configuration file.
-    #[arg(short = 'c', long = "conf", value_name = "FILE")]
-    conf: PathBuf,
+    #[arg(short = 'c', long = "conf", value_name = "FILE", required = true)]
+    conf: Option<PathBuf>,
     /// Check the configuration fully and exit.
     #[arg(short = 't', long = "test")]
     test: bool,
@@ -28,13 +35,27 @@ struct Cli {
     /// Take over the listening sockets of a running instance.
     #[arg(short = 'u', long = "upgrade")]
     upgrade: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Act on a running Rempart through its admin API: status, drain, bans, pause, reload
+    Ctl(rempart::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let conf = match (cli.command, cli.conf) {
+        (Some(Command::Ctl(args)), _) => return ExitCode::from(rempart::ctl::run(args)),
+        (None, Some(conf)) => conf,
+        // clap requires -c without a subcommand.
+        (None, None) => return ExitCode::from(2),
+    };
     init_logging();
 
-    let config = match config::load(&cli.conf) {
+    let config = match config::load(&conf) {
         Ok(config) => config,
         Err(errors) => {
             for error in &errors.0 {
@@ -47,7 +68,21 @@ fn main() -> ExitCode {
         for warning in &config.warnings {
             eprintln!("warning: {warning}");
         }
-        println!("configuration {} is valid", cli.conf.display());
+        // What the schedules do from now (by the clock a start would read).
+        let outlook = match (&config.schedules, rempart::schedule::clock::from_env()) {
+            (Some(schedules), Ok(clock)) => {
+                Some(rempart::schedule::describe(schedules, clock.now()))
+            }
+            (None, _) => None,
+            (Some(_), Err(e)) => {
+                eprintln!("rempart: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        println!("configuration {} is valid", conf.display());
+        if let Some(line) = outlook {
+            println!("{line}");
+        }
         return ExitCode::SUCCESS;
     }
     for warning in &config.warnings {

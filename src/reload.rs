@@ -25,7 +25,7 @@ pub fn reload(runtime: &Runtime) -> Result<Reloaded, ConfigErrors> {
             for warning in &new.warnings {
                 tracing::warn!("{warning}");
             }
-            let needs_restart = needs_restart(&current.config, &new);
+            let needs_restart = needs_restart(&current.base, &new);
             let generation = runtime.install(new);
             runtime.last_reload_error.store(None);
             metrics

@@ -1,5 +1,10 @@
 //! Runtime: the compiled configuration as one immutable snapshot behind an `ArcSwap`, and the
 //! long-lived state (metrics, access log, certificate resolvers) that snapshots point into.
+//!
+//! Two things put a new snapshot in force, one at a time, through the same compile and swap: a
+//! reload ([`Runtime::install`], a new base file) and a schedule change
+//! ([`Runtime::apply_schedule`], the same base file with other overlays in force). Either way,
+//! state whose definition did not change carries over.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,6 +16,8 @@ use http::Method;
 use crate::config::{Config, Route};
 use crate::history::{Events, History};
 use crate::queue::{Capacity, LoginQueue, QueueRegistry};
+use crate::schedule::clock::{Clock, SystemClock};
+use crate::schedule::{self, calendar, overlay};
 use crate::shield::{Shield, ShieldState};
 use crate::telemetry::{rfc3339_now, AccessLog, Metrics, RouteMetrics};
 use crate::tls::SniResolver;
@@ -19,7 +26,12 @@ use crate::upstream::{Registry, Upstream};
 /// One configuration generation, compiled: what a request reads, loaded once per request.
 pub struct Snapshot {
     pub generation: u64,
+    /// The configuration in force: `base` with the overlays of `overlays` applied.
     pub config: Arc<Config>,
+    /// The file as loaded, before any scheduled overlay: what a schedule change starts from.
+    pub base: Arc<Config>,
+    /// The overlays of `base.schedules` in force in this generation (indexes, ascending).
+    pub overlays: Vec<usize>,
     pub loaded_at: String,
     pub routes: Vec<CompiledRoute>,
     pub upstreams: Vec<Arc<Upstream>>,
@@ -96,6 +108,10 @@ pub struct Runtime {
     pub queues: QueueRegistry,
     /// The last 15 minutes, second by second, and the events marked on them.
     pub history: Arc<History>,
+    /// The time schedules read (shifted only by `REMPART_SCHEDULE_CLOCK`, a testing aid).
+    pub clock: Arc<dyn Clock>,
+    /// Wakes the scheduler after a reload, so that it computes its next change again.
+    pub schedule_changed: tokio::sync::Notify,
 }
 
 impl Runtime {
@@ -108,6 +124,15 @@ impl Runtime {
     pub fn with_queue_key(
         config: Config,
         queue_key: Vec<u8>,
+    ) -> Result<Arc<Self>, prometheus::Error> {
+        Self::with_clock(config, queue_key, Arc::new(SystemClock))
+    }
+
+    /// A runtime whose schedules read `clock`.
+    pub fn with_clock(
+        config: Config,
+        queue_key: Vec<u8>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, prometheus::Error> {
         let metrics = Arc::new(Metrics::new()?);
         let access_log = Arc::new(AccessLog::new(config.server.access_log.clone()));
@@ -125,8 +150,14 @@ impl Runtime {
         let queues = QueueRegistry::with_key(queue_key);
         let shield_state = Arc::new(ShieldState::default());
         let history = Arc::new(History::new());
+        let base = Arc::new(config);
+        let overlays = overlays_at(&base, clock.as_ref());
         let snapshot = compile(
-            Arc::new(config),
+            Layers {
+                base,
+                overlays,
+                loaded_at: rfc3339_now(),
+            },
             1,
             &metrics,
             &upstreams,
@@ -135,6 +166,7 @@ impl Runtime {
             &history.events,
         );
         metrics.config_generation.set(1);
+        publish_overlays(&metrics, &snapshot);
         Ok(Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
             reload_lock: std::sync::Mutex::new(()),
@@ -150,34 +182,31 @@ impl Runtime {
             last_reload_error: ArcSwapOption::empty(),
             queues,
             history,
+            clock,
+            schedule_changed: tokio::sync::Notify::new(),
         }))
     }
 
-    /// Compile a validated configuration and put it in force for new requests; requests in
-    /// flight finish under the snapshot they loaded. Returns the new generation.
+    /// Compile a validated configuration and put it in force for new requests, with the
+    /// overlays its schedules put in force now; requests in flight finish under the snapshot
+    /// they loaded. Returns the new generation.
     pub fn install(&self, config: Config) -> u64 {
         let _one_at_a_time = self
             .reload_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let generation = self.snapshot.load().generation + 1;
         for (listener, resolver) in config.listeners.iter().zip(&self.resolvers) {
             if let (Some(tls), Some(resolver)) = (&listener.tls, resolver) {
                 resolver.replace(&tls.certificates);
             }
         }
-        let snapshot = compile(
-            Arc::new(config),
-            generation,
-            &self.metrics,
-            &self.upstreams,
-            &self.queues,
-            &self.shield_state,
-            &self.history.events,
-        );
-        let snapshot = Arc::new(snapshot);
-        self.snapshot.store(snapshot.clone());
-        self.metrics.config_generation.set(generation as i64);
+        let base = Arc::new(config);
+        let overlays = overlays_at(&base, self.clock.as_ref());
+        let snapshot = self.swap(Layers {
+            base,
+            overlays,
+            loaded_at: rfc3339_now(),
+        });
         // HTTP/2 connections from addresses this generation denies get a GOAWAY now; HTTP/1
         // ones are answered 403 and closed at their next request.
         let closed = self
@@ -190,7 +219,62 @@ impl Runtime {
                 "closing connections from denied addresses"
             );
         }
-        generation
+        self.schedule_changed.notify_one();
+        snapshot.generation
+    }
+
+    /// Put in force the overlays the schedules give for now, when they differ from those in
+    /// force: the same base file, a new generation (state carried over as by a reload). Returns
+    /// how long until the next change, None when the file has no schedules or nothing changes
+    /// again.
+    pub fn apply_schedule(&self) -> Option<std::time::Duration> {
+        let _one_at_a_time = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.load();
+        let schedules = current.base.schedules.as_ref()?;
+        let now = self.clock.now();
+        let overlays = calendar::active_at(&schedules.time_zone, &schedules.windows, now);
+        if overlays != current.overlays {
+            let (begins, ends) = schedule::begins_ends(&current.overlays, &overlays);
+            let snapshot = self.swap(Layers {
+                base: current.base.clone(),
+                overlays: overlays.clone(),
+                loaded_at: current.loaded_at.clone(),
+            });
+            tracing::info!(
+                generation = snapshot.generation,
+                begins = ?schedule::names(schedules, &begins),
+                ends = ?schedule::names(schedules, &ends),
+                in_force = ?schedule::names(schedules, &overlays),
+                at = %schedule::local_text(&schedules.time_zone, now),
+                "schedule: overlays changed"
+            );
+        }
+        let next = calendar::next_change(&schedules.time_zone, &schedules.windows, now)?;
+        Some(
+            std::time::Duration::try_from(next.at.duration_since(now))
+                .unwrap_or(std::time::Duration::ZERO),
+        )
+    }
+
+    /// Compile and put in force; under `reload_lock`.
+    fn swap(&self, layers: Layers) -> Arc<Snapshot> {
+        let generation = self.snapshot.load().generation + 1;
+        let snapshot = Arc::new(compile(
+            layers,
+            generation,
+            &self.metrics,
+            &self.upstreams,
+            &self.queues,
+            &self.shield_state,
+            &self.history.events,
+        ));
+        self.snapshot.store(snapshot.clone());
+        self.metrics.config_generation.set(generation as i64);
+        publish_overlays(&self.metrics, &snapshot);
+        snapshot
     }
 
     /// The snapshot in force. A request calls this once and keeps the `Arc` to its end.
@@ -225,9 +309,38 @@ impl Capacity for UpstreamCapacity {
     }
 }
 
-/// Build a snapshot from a validated configuration.
+/// A base file and the overlays in force on it.
+struct Layers {
+    base: Arc<Config>,
+    overlays: Vec<usize>,
+    /// When the base file was loaded (a schedule change keeps it).
+    loaded_at: String,
+}
+
+/// The overlays of `base`'s schedules in force now.
+fn overlays_at(base: &Config, clock: &dyn Clock) -> Vec<usize> {
+    match &base.schedules {
+        Some(s) => calendar::active_at(&s.time_zone, &s.windows, clock.now()),
+        None => Vec::new(),
+    }
+}
+
+/// `rempart_schedule_overlay_active{overlay}`: 1 for the overlays in force, 0 for the others.
+fn publish_overlays(metrics: &Metrics, snapshot: &Snapshot) {
+    metrics.schedule_overlay_active.reset();
+    if let Some(s) = &snapshot.base.schedules {
+        for (i, o) in s.overlays.iter().enumerate() {
+            metrics
+                .schedule_overlay_active
+                .with_label_values(&[&o.name])
+                .set(i64::from(snapshot.overlays.contains(&i)));
+        }
+    }
+}
+
+/// Build a snapshot from a validated configuration and the overlays in force on it.
 fn compile(
-    config: Arc<Config>,
+    layers: Layers,
     generation: u64,
     metrics: &Metrics,
     registry: &Registry,
@@ -235,6 +348,16 @@ fn compile(
     shield_state: &Arc<ShieldState>,
     events: &Arc<Events>,
 ) -> Snapshot {
+    let Layers {
+        base,
+        overlays,
+        loaded_at,
+    } = layers;
+    let config = if overlays.is_empty() {
+        base.clone()
+    } else {
+        Arc::new(overlay::apply(&base, &overlays))
+    };
     let upstreams: Vec<Arc<Upstream>> = config
         .upstreams
         .iter()
@@ -269,7 +392,9 @@ fn compile(
     Snapshot {
         generation,
         config,
-        loaded_at: rfc3339_now(),
+        base,
+        overlays,
+        loaded_at,
         routes,
         upstreams,
         shield,
@@ -332,6 +457,103 @@ mod tests {
         assert!(route_matches(&r, "h", "/AUTH/Login", &Method::POST));
         assert!(route_matches(&r, "h", "/auth/login", &Method::POST));
         assert!(!route_matches(&r, "h", "/auth", &Method::POST));
+    }
+
+    /// A clock the test moves.
+    struct HandClock(std::sync::Mutex<jiff::Timestamp>);
+
+    impl Clock for HandClock {
+        fn now(&self) -> jiff::Timestamp {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    fn paris(s: &str) -> jiff::Timestamp {
+        format!("{s}[Europe/Paris]")
+            .parse::<jiff::ZonedDateTime>()
+            .unwrap()
+            .timestamp()
+    }
+
+    const SCHEDULED: &str = "listeners: [{address: 127.0.0.1:8080}]
+upstreams: {ent: {datacenters: [{name: a, servers: [127.0.0.1:9000]}]}}
+routes: [{name: r, match: {path_prefix: /}, upstream: ent, limits: [per_ip], login_queue: q}]
+limits: {per_ip: {key: client_ip, rate: 50/s, burst: 200}}
+login_queues: {q: {concurrency: 4}}
+schedules:
+  overlays: {morning: {login_queues: {q: {concurrency: 8}}, limits: {per_ip: {mode: dry_run}}}}
+  windows: [{overlay: morning, days: [mon..fri], from: \"07:40\", until: \"09:00\"}]
+";
+
+    #[test]
+    fn a_schedule_change_swaps_the_overlay_in_and_keeps_the_state() {
+        let config =
+            crate::config::from_str_with_env(SCHEDULED, std::path::Path::new("t.yaml"), |_| None)
+                .expect("valid");
+        let clock = Arc::new(HandClock(std::sync::Mutex::new(paris(
+            "2027-09-06T07:39:50",
+        ))));
+        let runtime = Runtime::with_clock(config, vec![7; 32], clock.clone()).unwrap();
+        let before = runtime.load();
+        assert!(before.overlays.is_empty());
+        assert_eq!(before.config.login_queues[0].concurrency, 4);
+        // Nothing to change yet: ten seconds to wait.
+        assert_eq!(
+            runtime.apply_schedule(),
+            Some(std::time::Duration::from_secs(10))
+        );
+        assert_eq!(runtime.load().generation, before.generation);
+
+        *clock.0.lock().unwrap() = paris("2027-09-06T07:40:00");
+        assert_eq!(
+            runtime.apply_schedule(),
+            Some(std::time::Duration::from_secs(80 * 60))
+        );
+        let during = runtime.load();
+        assert_eq!(during.generation, before.generation + 1);
+        assert_eq!(during.overlays, vec![0]);
+        assert_eq!(during.config.login_queues[0].concurrency, 8);
+        assert_eq!(
+            during.base.login_queues[0].concurrency, 4,
+            "the base is kept"
+        );
+        assert_eq!(during.loaded_at, before.loaded_at);
+        assert_eq!(during.core_limit(), 8);
+        assert!(
+            Arc::ptr_eq(&before.queues[0].core, &during.queues[0].core),
+            "the queue's line is the same one"
+        );
+        assert!(
+            Arc::ptr_eq(
+                &before.shield.limits[0].state,
+                &during.shield.limits[0].state
+            ),
+            "a change of mode keeps the buckets"
+        );
+        assert_eq!(
+            during.shield.limits[0].mode,
+            crate::config::LimitMode::DryRun
+        );
+
+        // A reload recomputes from the new file at once.
+        let reloaded = crate::config::from_str_with_env(
+            &SCHEDULED.replace("[mon..fri]", "[sat]"),
+            std::path::Path::new("t.yaml"),
+            |_| None,
+        )
+        .unwrap();
+        runtime.install(reloaded);
+        let after = runtime.load();
+        assert!(after.overlays.is_empty());
+        assert_eq!(after.config.login_queues[0].concurrency, 4);
+        assert_eq!(after.core_limit(), 4);
+        assert!(Arc::ptr_eq(&before.queues[0].core, &after.queues[0].core));
+    }
+
+    impl Snapshot {
+        fn core_limit(&self) -> usize {
+            self.queues[0].core.status(1).limit
+        }
     }
 
     #[test]

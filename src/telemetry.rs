@@ -59,6 +59,8 @@ pub struct Metrics {
     pub access_log_dropped: AtomicU64,
     /// The same, for Prometheus.
     pub access_log_dropped_total: IntCounter,
+    /// 1 for the scheduled overlays in force, 0 for the others, by overlay.
+    pub schedule_overlay_active: IntGaugeVec,
 }
 
 impl Metrics {
@@ -99,7 +101,7 @@ impl Metrics {
         )?;
         let config_generation = IntGauge::new(
             "rempart_config_generation",
-            "Generation of the configuration in force (1 at start, +1 per successful reload)",
+            "Generation of the configuration in force (1 at start, +1 per successful reload or schedule change)",
         )?;
         let config_reloads_total = IntCounterVec::new(
             Opts::new(
@@ -206,6 +208,14 @@ impl Metrics {
             "Access-log lines dropped because the queue to the writer was full (4 MiB)",
         )?;
         registry.register(Box::new(access_log_dropped_total.clone()))?;
+        let schedule_overlay_active = IntGaugeVec::new(
+            Opts::new(
+                "rempart_schedule_overlay_active",
+                "1 while a scheduled overlay is in force, else 0, by overlay",
+            ),
+            &["overlay"],
+        )?;
+        registry.register(Box::new(schedule_overlay_active.clone()))?;
         registry.register(Box::new(rate_limited_total.clone()))?;
         registry.register(Box::new(limit_keys.clone()))?;
         registry.register(Box::new(bans_active.clone()))?;
@@ -250,6 +260,7 @@ impl Metrics {
             responses_5xx: AtomicU64::new(0),
             access_log_dropped: AtomicU64::new(0),
             access_log_dropped_total,
+            schedule_overlay_active,
         })
     }
 

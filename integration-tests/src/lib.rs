@@ -8,10 +8,13 @@
 //! - [`stack`]: origins in two datacenters with rempart in front, from a generated YAML.
 //! - [`netns`]: network namespaces joined to this one by veth pairs, where a test can run
 //!   origins and then drop their packets (a datacenter that burns), cleaned up on drop.
+//! - [`browser`]: headless Chromium, once (`--dump-dom`, `--screenshot`) or driven over the
+//!   DevTools protocol, for the pages people see.
 //! - [`http1`]: a tiny blocking HTTP/1.1 client used by the harness itself (no runtime needed).
 //!
 //! Every wait is bounded and polls with a deadline; nothing sleeps a fixed time to wait for a state.
 
+pub mod browser;
 pub mod clients;
 pub mod h2raw;
 pub mod http1;

@@ -804,13 +804,18 @@ fn config_in_tempdir(yaml: &str) -> Result<(tempfile::TempDir, PathBuf), String>
     Ok((dir, config))
 }
 
-fn run_to_end(args_before_c: &[&str], yaml: &str, timeout: Duration) -> Result<Finished, String> {
+fn run_to_end(
+    args_before_c: &[&str],
+    yaml: &str,
+    timeout: Duration,
+    env: &[(&str, &str)],
+) -> Result<Finished, String> {
     let bin = rempart_bin()?;
     let (dir, config) = config_in_tempdir(yaml)?;
     let mut args: Vec<&std::ffi::OsStr> = args_before_c.iter().map(|a| a.as_ref()).collect();
     args.push("-c".as_ref());
     args.push(config.as_os_str());
-    let mut child = spawn_rempart(&bin, &args, dir.path(), &[])?;
+    let mut child = spawn_rempart(&bin, &args, dir.path(), env)?;
     let st = wait_child(&mut child, timeout);
     let stdout = fs::read_to_string(dir.path().join("stdout")).unwrap_or_default();
     let stderr = fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
@@ -840,13 +845,27 @@ pub fn rempart_check(yaml: &str) -> (i32, String, String) {
 
 /// [`rempart_check`] with the configuration path it used.
 pub fn rempart_check_full(yaml: &str) -> Finished {
-    run_to_end(&["-t"], yaml, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"))
+    rempart_check_with_env(yaml, &[])
+}
+
+/// [`rempart_check_full`] with environment variables for rempart (e.g. the schedules' clock).
+pub fn rempart_check_with_env(yaml: &str, env: &[(&str, &str)]) -> Finished {
+    run_to_end(&["-t"], yaml, Duration::from_secs(10), env).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Run `rempart -c FILE` and expect it to exit within `timeout` (a start-up failure). `Err`
 /// when it was still running at the deadline (it is killed then), with its output.
 pub fn rempart_run_expect_exit(yaml: &str, timeout: Duration) -> Result<Finished, String> {
-    run_to_end(&[], yaml, timeout)
+    rempart_run_expect_exit_with_env(yaml, timeout, &[])
+}
+
+/// [`rempart_run_expect_exit`] with environment variables for rempart.
+pub fn rempart_run_expect_exit_with_env(
+    yaml: &str,
+    timeout: Duration,
+    env: &[(&str, &str)],
+) -> Result<Finished, String> {
+    run_to_end(&[], yaml, timeout, env)
 }
 
 #[cfg(test)]

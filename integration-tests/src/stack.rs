@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::http1;
-use crate::process::{free_addr, start_rempart, Origin, Rempart};
+use crate::process::{free_addr, Origin, Rempart};
 
 /// The ports of one rempart.
 #[derive(Debug, Clone, Copy)]
@@ -206,13 +206,26 @@ impl Stack {
         tweak: impl FnOnce(&mut ProxyYaml),
         wait: bool,
     ) -> Stack {
+        Self::start_with_env(dc_a, dc_b, tweak, wait, &[])
+    }
+
+    /// Like [`Stack::start_with`], rempart getting these environment variables (e.g. the
+    /// schedules' clock, `REMPART_SCHEDULE_CLOCK`).
+    pub fn start_with_env(
+        dc_a: Vec<Origin>,
+        dc_b: Vec<Origin>,
+        tweak: impl FnOnce(&mut ProxyYaml),
+        wait: bool,
+        env: &[(&str, &str)],
+    ) -> Stack {
         let mut y = ProxyYaml::new(
             dc_a.iter().map(|o| o.addr()).collect(),
             dc_b.iter().map(|o| o.addr()).collect(),
         );
         tweak(&mut y);
         let yaml = y.render();
-        let rempart = start_rempart(&yaml);
+        let rempart = Rempart::start_with_env(&yaml, env)
+            .unwrap_or_else(|e| panic!("{e}\n--- configuration ---\n{yaml}"));
         let s = Stack {
             rempart,
             dc_a,

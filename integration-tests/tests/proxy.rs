@@ -344,6 +344,20 @@ async fn forwarded_headers_are_added() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_request_without_host_reaches_the_backend_with_one() {
+    let s = Stack::start(1, 0, |_| {});
+    let v = raw_echo(&s, "GET /old-client HTTP/1.0\r\n\r\n").await;
+    let h = headers_of(&v);
+    // Forwarded as HTTP/1.1, which requires a Host: the server's address stands in.
+    assert_eq!(
+        h.get("host").and_then(|v| v.as_str()),
+        Some(s.dc_a[0].addr().to_string().as_str()),
+        "{h:?}"
+    );
+    assert_eq!(v["path"], "/old-client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_forwarded_headers_from_an_untrusted_client_are_not_believed() {
     let s = Stack::start(1, 0, |_| {});
     let v = raw_echo(

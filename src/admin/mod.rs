@@ -3,6 +3,7 @@
 
 mod history;
 mod queues;
+mod schedule;
 mod shield;
 mod status;
 mod upstreams;

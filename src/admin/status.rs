@@ -65,5 +65,6 @@ pub async fn status(State(runtime): State<Arc<Runtime>>) -> Json<Value> {
         "limits": super::shield::limits_status(&runtime, &snapshot),
         "bans": super::shield::bans_status(&runtime, &snapshot),
         "queues": super::queues::status(&runtime, &snapshot),
+        "schedule": super::schedule::status(&runtime, &snapshot),
     }))
 }

@@ -233,4 +233,6 @@ fn key_text(k: &serde_yaml::Value) -> String {
 }
 
 #[cfg(test)]
+mod schedule_tests;
+#[cfg(test)]
 mod tests;

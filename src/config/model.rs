@@ -28,6 +28,8 @@ pub struct Config {
     /// In file order; names are unique.
     pub login_queues: Vec<LoginQueue>,
     pub pages: Pages,
+    /// None when the file has no `schedules` section.
+    pub schedules: Option<Schedules>,
     /// The configuration as parsed, secrets replaced by `"***"`, for `GET /config`.
     pub masked: serde_json::Value,
     /// Settings that are valid but known to lose requests, one line each
@@ -414,4 +416,53 @@ pub struct Pages {
 pub struct Page {
     pub path: PathBuf,
     pub html: Arc<str>,
+}
+
+/// `schedules`: overlays of limits and queue settings, in force at the times their windows say.
+#[derive(Debug, Clone)]
+pub struct Schedules {
+    /// Default: Europe/Paris.
+    pub time_zone: jiff::tz::TimeZone,
+    /// The zone's name as written (`Europe/Paris`).
+    pub time_zone_name: String,
+    /// In file order; names are unique.
+    pub overlays: Vec<Overlay>,
+    /// In file order; each names an overlay.
+    pub windows: Vec<crate::schedule::calendar::Window>,
+}
+
+/// A named set of changes to the base file's limits and login queues. Two overlays that can be
+/// in force at once never change the same field (checked at load).
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    pub name: String,
+    pub login_queues: Vec<QueueOverlay>,
+    pub limits: Vec<LimitOverlay>,
+}
+
+/// What an overlay changes in one login queue; None: unchanged.
+#[derive(Debug, Clone)]
+pub struct QueueOverlay {
+    /// Index into `Config::login_queues`.
+    pub queue: usize,
+    /// Only for a queue without `adaptive`.
+    pub concurrency: Option<usize>,
+    /// Only for an adaptive queue: both bounds in force (one the overlay leaves out is the
+    /// queue's own), min <= max.
+    pub adaptive: Option<Adaptive>,
+    pub hold: Option<Duration>,
+    pub max_waiting: Option<usize>,
+    pub per_client_waiting: Option<usize>,
+}
+
+/// What an overlay changes in one limit; None: unchanged.
+#[derive(Debug, Clone)]
+pub struct LimitOverlay {
+    /// Index into `Config::limits`.
+    pub limit: usize,
+    pub rate: Option<Rate>,
+    /// >= 1. With `rate` and no burst of its own: the rate's count, as for a limit.
+    pub burst: Option<u32>,
+    pub mode: Option<LimitMode>,
+    pub ban: Option<bool>,
 }

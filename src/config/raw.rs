@@ -107,6 +107,7 @@ pub struct RawConfig {
     pub shield: Option<RawShield>,
     pub login_queues: Option<OrderedMap<RawLoginQueue>>,
     pub pages: Option<RawPages>,
+    pub schedules: Option<RawSchedules>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -348,4 +349,58 @@ pub struct RawAdaptive {
 pub struct RawPages {
     pub waiting_room: Value,
     pub maintenance: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawSchedules {
+    pub time_zone: Value,
+    pub overlays: Option<OrderedMap<RawOverlay>>,
+    pub windows: Option<Vec<RawWindow>>,
+}
+
+/// What an overlay changes: the same sections and names as the base file, only the fields that
+/// may change with the time of day.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawOverlay {
+    pub login_queues: Option<OrderedMap<RawQueueOverlay>>,
+    pub limits: Option<OrderedMap<RawLimitOverlay>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawQueueOverlay {
+    pub concurrency: Value,
+    pub adaptive: Option<RawAdaptiveOverlay>,
+    pub hold: Value,
+    pub max_waiting: Value,
+    pub per_client_waiting: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawAdaptiveOverlay {
+    pub min: Value,
+    pub max: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawLimitOverlay {
+    pub rate: Value,
+    pub burst: Value,
+    pub mode: Value,
+    pub ban: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawWindow {
+    pub overlay: Value,
+    pub days: Option<ScalarOrList>,
+    pub dates: Option<ScalarOrList>,
+    pub except_dates: Option<ScalarOrList>,
+    pub from: Value,
+    pub until: Value,
 }

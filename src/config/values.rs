@@ -1,4 +1,5 @@
-//! Value syntax of the configuration file: durations, rates, sizes, shares, addresses, CIDRs.
+//! Value syntax of the configuration file: durations, rates, sizes, shares, addresses, CIDRs,
+//! and the days, dates and times of day of schedules.
 //!
 //! Every parser takes the text as written (after `${ENV}` expansion) and returns either the value
 //! or a message that quotes the text, e.g. `invalid address "10.0.0.1:80x"`. Parsers never panic.
@@ -9,7 +10,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use jiff::civil::{Date, Time, Weekday};
+
 use super::model::{LimitKey, MinHealthy, Rate, TenantSource};
+use crate::schedule::calendar::{DateRange, DayEnd, Weekdays};
 
 /// A duration: a whole number and a unit, `250ms`, `10s`, `5m`, `1h`; units `ms`, `s`, `m` or
 /// `min`, `h`, `d`. Parts add up: `2m30s`. A bare number is refused (the unit is required).
@@ -294,6 +298,137 @@ pub fn parse_tenant(s: &str) -> Result<TenantSource, String> {
     }
 }
 
+/// Weekdays: `mon`, `tue`, `wed`, `thu`, `fri`, `sat`, `sun` (any case, or the whole English
+/// name), or a range of them, `mon..fri` or `mon-fri` (a range may wrap: `fri..mon`).
+pub fn parse_weekdays(s: &str) -> Result<Weekdays, String> {
+    let t = s.trim();
+    let one = |name: &str| {
+        let lower = name.trim().to_ascii_lowercase();
+        let day = match lower.as_str() {
+            "mon" | "monday" => Weekday::Monday,
+            "tue" | "tuesday" => Weekday::Tuesday,
+            "wed" | "wednesday" => Weekday::Wednesday,
+            "thu" | "thursday" => Weekday::Thursday,
+            "fri" | "friday" => Weekday::Friday,
+            "sat" | "saturday" => Weekday::Saturday,
+            "sun" | "sunday" => Weekday::Sunday,
+            _ => {
+                return Err(format!(
+                    "invalid day {s:?}: expected mon, tue, wed, thu, fri, sat, sun or a range such as mon..fri"
+                ))
+            }
+        };
+        Ok(day)
+    };
+    match t.split_once("..").or_else(|| t.split_once('-')) {
+        None => Ok(Weekdays::NONE.with(one(t)?)),
+        Some((a, b)) => {
+            let (first, last) = (one(a)?, one(b)?);
+            let mut set = Weekdays::NONE.with(first);
+            let mut day = first;
+            while day != last {
+                day = day.next();
+                set = set.with(day);
+            }
+            Ok(set)
+        }
+    }
+}
+
+/// A date, `YYYY-MM-DD`.
+pub fn parse_date(s: &str) -> Result<Date, String> {
+    let t = s.trim();
+    let b = t.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shape {
+        return Err(format!("invalid date {s:?}: expected YYYY-MM-DD"));
+    }
+    let (year, month, day) = (
+        parse_number::<i16>(&t[0..4])?,
+        parse_number::<i8>(&t[5..7])?,
+        parse_number::<i8>(&t[8..10])?,
+    );
+    Date::new(year, month, day).map_err(|_| format!("invalid date {s:?}: no such day"))
+}
+
+/// The longest date range a schedule accepts: a year and a day (a school year fits).
+pub const MAX_DATE_RANGE_DAYS: i64 = 366;
+
+/// A date or an inclusive range of dates, `2027-09-01..2027-09-07`, at most
+/// [`MAX_DATE_RANGE_DAYS`] days long.
+pub fn parse_date_range(s: &str) -> Result<DateRange, String> {
+    let (first, last) = match s.trim().split_once("..") {
+        None => {
+            let d = parse_date(s)?;
+            (d, d)
+        }
+        Some((a, b)) => (parse_date(a)?, parse_date(b)?),
+    };
+    if last < first {
+        return Err(format!(
+            "invalid date range {s:?}: it ends before it begins"
+        ));
+    }
+    let days = last.duration_since(first).as_secs() / 86_400 + 1;
+    if days > MAX_DATE_RANGE_DAYS {
+        return Err(format!(
+            "invalid date range {s:?}: {days} days, at most {MAX_DATE_RANGE_DAYS} (for every week, use days)"
+        ));
+    }
+    Ok(DateRange { first, last })
+}
+
+/// A time of day, `HH:MM` or `HH:MM:SS` (24-hour clock, `7:40` too). With `end_of_day`, `24:00`
+/// is the end of the day.
+fn time_of_day(s: &str, end_of_day: bool) -> Result<Option<Time>, String> {
+    let bad = || {
+        format!(
+            "invalid time {s:?}: expected HH:MM (24-hour clock, e.g. 07:40{})",
+            if end_of_day { ", or 24:00" } else { "" }
+        )
+    };
+    let t = s.trim();
+    let parts: Vec<&str> = t.split(':').collect();
+    if !(2..=3).contains(&parts.len())
+        || parts.iter().enumerate().any(|(i, p)| {
+            p.is_empty()
+                || p.len() > 2
+                || (i > 0 && p.len() != 2)
+                || !p.bytes().all(|c| c.is_ascii_digit())
+        })
+    {
+        return Err(bad());
+    }
+    let n = |p: &str| p.parse::<i8>().map_err(|_| bad());
+    let (h, m) = (n(parts[0])?, n(parts[1])?);
+    let sec = match parts.get(2) {
+        Some(p) => n(p)?,
+        None => 0,
+    };
+    if end_of_day && h == 24 && m == 0 && sec == 0 {
+        return Ok(None);
+    }
+    Time::new(h, m, sec, 0).map(Some).map_err(|_| bad())
+}
+
+/// A time of day at which a window begins: `07:40`.
+pub fn parse_time_of_day(s: &str) -> Result<Time, String> {
+    time_of_day(s, false)?.ok_or_else(|| format!("invalid time {s:?}"))
+}
+
+/// A time of day at which a window ends: `09:00`, or `24:00` for the end of the day.
+pub fn parse_day_end(s: &str) -> Result<DayEnd, String> {
+    Ok(match time_of_day(s, true)? {
+        Some(t) => DayEnd::At(t),
+        None => DayEnd::EndOfDay,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,5 +667,95 @@ mod tests {
             let e = parse_tenant(bad).unwrap_err();
             assert!(e.starts_with("invalid"), "{bad}: {e}");
         }
+    }
+    #[test]
+    fn weekdays_dates_and_times() {
+        let days = |s| {
+            parse_weekdays(s).map(|w| {
+                w.iter()
+                    .map(crate::schedule::calendar::weekday_name)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+        };
+        assert_eq!(days("mon"), Ok("mon".into()));
+        assert_eq!(days("Thursday"), Ok("thu".into()));
+        assert_eq!(days("mon..fri"), Ok("mon,tue,wed,thu,fri".into()));
+        assert_eq!(days("fri..mon"), Ok("mon,fri,sat,sun".into()));
+        assert_eq!(days("sun..sun"), Ok("sun".into()));
+        assert_eq!(days("mon-fri"), days("mon..fri"));
+        for bad in ["", "lun", "mon..", "mo", "mon-", "mon..tue..wed"] {
+            assert!(
+                parse_weekdays(bad).unwrap_err().starts_with("invalid day"),
+                "{bad}"
+            );
+        }
+
+        assert_eq!(parse_date("2027-09-01"), Ok(Date::constant(2027, 9, 1)));
+        for bad in [
+            "2027-9-1",
+            "2027-02-30",
+            "27-09-01",
+            "2027/09/01",
+            "",
+            "2027-09-01T00:00",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_date_range("2027-09-01..2027-09-07"),
+            Ok(DateRange {
+                first: Date::constant(2027, 9, 1),
+                last: Date::constant(2027, 9, 7)
+            })
+        );
+        assert_eq!(
+            parse_date_range("2027-11-02"),
+            Ok(DateRange {
+                first: Date::constant(2027, 11, 2),
+                last: Date::constant(2027, 11, 2)
+            })
+        );
+        assert!(parse_date_range("2027-09-07..2027-09-01")
+            .unwrap_err()
+            .contains("ends before"));
+        assert!(parse_date_range("2027-09-01..2028-09-01")
+            .unwrap_err()
+            .contains("at most 366"));
+        assert!(
+            parse_date_range("2028-01-01..2028-12-31").is_ok(),
+            "a leap year is 366 days"
+        );
+
+        assert_eq!(parse_time_of_day("07:40"), Ok(Time::constant(7, 40, 0, 0)));
+        assert_eq!(parse_time_of_day("7:40"), Ok(Time::constant(7, 40, 0, 0)));
+        assert_eq!(
+            parse_time_of_day("23:59:30"),
+            Ok(Time::constant(23, 59, 30, 0))
+        );
+        for bad in [
+            "24:00",
+            "07h40",
+            "7",
+            "07:4",
+            "07:60",
+            "-1:00",
+            "07:40:00:00",
+            " :40",
+            "0740",
+        ] {
+            assert!(
+                parse_time_of_day(bad)
+                    .unwrap_err()
+                    .starts_with("invalid time"),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_day_end("24:00"), Ok(DayEnd::EndOfDay));
+        assert_eq!(
+            parse_day_end("09:00"),
+            Ok(DayEnd::At(Time::constant(9, 0, 0, 0)))
+        );
+        assert!(parse_day_end("24:01").is_err());
     }
 }

@@ -21,8 +21,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::answer::{Answer, Reason};
-use crate::forwarded::{self, RequestIds};
+use crate::answer::{Answer, Page, Reason};
+use crate::forwarded::{self, RequestIds, X_REQUEST_ID};
+use crate::pages::Builtin;
 use crate::runtime::Runtime;
 use crate::telemetry::{clip, rfc3339_now, AccessRecord, LOGGED_HOST_BYTES, LOGGED_PATH_BYTES};
 use crate::upstream::retry::{self, RetryKind};
@@ -157,7 +158,7 @@ impl ProxyHttp for RempartProxy {
         }
         let req = session.req_header();
         ctx.host = request_host(req);
-        ctx.request_id = match req.headers.get("x-request-id") {
+        ctx.request_id = match req.headers.get(&X_REQUEST_ID) {
             Some(id) if ctx.peer_trusted && forwarded::acceptable_request_id(id.as_bytes()) => {
                 String::from_utf8_lossy(id.as_bytes()).into_owned()
             }
@@ -446,7 +447,14 @@ impl ProxyHttp for RempartProxy {
                 }
             }
         }
-        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream_request.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())?;
+        // An HTTP/1.0 request may name no host; HTTP/1.1, which Rempart speaks upstream, must
+        // (RFC 9112, section 3.2): the server's address stands in, as NGINX's `$proxy_host`.
+        if !upstream_request.headers.contains_key(header::HOST) {
+            if let Some(server) = ctx.tried.last() {
+                upstream_request.insert_header(header::HOST, server.to_string())?;
+            }
+        }
         if let Some(path) = &ctx.forward_path {
             let uri = match upstream_request.uri.query() {
                 Some(query) => format!("{path}?{query}"),
@@ -587,11 +595,16 @@ impl ProxyHttp for RempartProxy {
             let mut answer = Answer::new(Reason::Maintenance);
             answer.retry_after = Some(MAINTENANCE_RETRY_AFTER);
             answer.close = true;
-            answer.page = ctx
+            let configured = ctx
                 .snapshot
                 .as_ref()
-                .and_then(|s| s.config.pages.maintenance.as_ref())
-                .map(|page| page.html.clone());
+                .and_then(|s| s.config.pages.maintenance.as_ref());
+            answer.page = Some(match configured {
+                Some(page) => Page::Configured(page.html.clone()),
+                None => Page::Builtin(Builtin::Maintenance {
+                    retry_after: MAINTENANCE_RETRY_AFTER,
+                }),
+            });
             self.answer(session, ctx, answer).await;
             return FailToProxy {
                 error_code: Reason::Maintenance.status(),

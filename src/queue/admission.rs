@@ -146,6 +146,8 @@ struct Waiter {
     /// The ticket that gave it its place.
     ticket: Option<u64>,
     pass: bool,
+    /// The waiting room's poll ([`QueueCore::poll`]): its ticket is not spent on admission.
+    poll: bool,
 }
 
 /// Uses of each pass in the current minute.
@@ -411,6 +413,7 @@ impl QueueCore {
                 state.pass_in_flight += 1;
             }
             match waiter.tx.send(Slot::new(self.clone(), waiter.pass)) {
+                Ok(()) if waiter.poll => {}
                 Ok(()) => {
                     if let Some(seq) = waiter.ticket {
                         state.spent.insert(seq);
@@ -480,6 +483,19 @@ impl QueueCore {
 
     /// A request arrives on the queue.
     pub fn arrive(self: &Arc<Self>, arrival: Arrival) -> Entry {
+        self.enter(arrival, false)
+    }
+
+    /// The waiting room's page asks where its ticket stands. It queues as any arrival, but the
+    /// slot it may be handed is not its to keep (the caller releases it at once, and the slot
+    /// goes to the next in line), its ticket is not spent, and it is not counted as admitted:
+    /// the page then loads its address again, and that request goes in line at the ticket's
+    /// place.
+    pub fn poll(self: &Arc<Self>, arrival: Arrival) -> Entry {
+        self.enter(arrival, true)
+    }
+
+    fn enter(self: &Arc<Self>, arrival: Arrival, poll: bool) -> Entry {
         let mut state = self.lock();
         let minute = now_micros() / 60_000_000;
         let max_uses = state.settings.pass_uses_per_minute;
@@ -513,12 +529,14 @@ impl QueueCore {
             if pass {
                 state.pass_in_flight += 1;
             }
-            if let Some(seq) = ticket {
-                state.spent.insert(seq);
+            if !poll {
+                if let Some(seq) = ticket {
+                    state.spent.insert(seq);
+                }
+                self.counters.admitted.fetch_add(1, Ordering::Relaxed);
+                self.metrics.admitted.inc();
+                self.metrics.wait_seconds.observe(0.0);
             }
-            self.counters.admitted.fetch_add(1, Ordering::Relaxed);
-            self.metrics.admitted.inc();
-            self.metrics.wait_seconds.observe(0.0);
             self.publish(&state);
             return Entry::Admitted(Slot::new(self.clone(), pass));
         }
@@ -582,6 +600,7 @@ impl QueueCore {
                 tenant: (!pass).then(|| tenant.clone()),
                 ticket: kept_ticket,
                 pass,
+                poll,
             },
         );
         self.dispatch(&mut state);

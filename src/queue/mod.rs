@@ -5,7 +5,8 @@
 //! - [`scheduler`]: who goes next (passes, then deficit round robin across tenants, FIFO inside);
 //! - [`admission`]: one queue's long-lived state and the arrive / wait / release protocol;
 //! - [`ticket`]: the signed `rempart_ticket` and `rempart_pass` cookies;
-//! - [`waiting_room`]: the 503 answers.
+//! - [`waiting_room`]: the 503 answers, and the 200 that tells the waiting room's poll
+//!   (`X-Rempart-Poll`) that its turn came.
 //!
 //! A [`LoginQueue`] belongs to one configuration generation; its [`QueueCore`] (line, in-flight
 //! count, adaptive limit, pause, generated key) lives in the [`QueueRegistry`] owned by the
@@ -36,6 +37,10 @@ use crate::answer::Answer;
 use crate::config::{Config, LoginQueue as QueueConfig, TenantSource};
 use crate::telemetry::Metrics;
 use ticket::{address_prefix, cookie, set_cookie, unix_now, Signer, PASS_COOKIE, TICKET_COOKIE};
+
+/// The header of the built-in waiting room's poll (`GET`, `Accept: application/json`): see
+/// [`QueueCore::poll`].
+pub const POLL_HEADER: &str = "x-rempart-poll";
 
 /// The tenant of requests that do not name one.
 pub const DEFAULT_TENANT: &str = "default";
@@ -192,13 +197,27 @@ impl LoginQueue {
         state.had_pass = pass.is_some();
         state.had_ticket = ticket.is_some();
 
-        let entry = self.core.arrive(Arrival {
+        // The built-in waiting room's script asking for its place: answered by Rempart alone,
+        // never sent upstream (a GET only: a request with a body is a real one).
+        let poll = req.method == http::Method::GET && req.headers.contains_key(POLL_HEADER);
+        let ticket_seq = ticket.map(|t| t.seq);
+        let arrival = Arrival {
             tenant: tenant.clone(),
             client: self.client_key(client_ip),
             pass,
-            ticket_seq: ticket.map(|t| t.seq),
-        });
+            ticket_seq,
+        };
+        let entry = if poll {
+            self.core.poll(arrival)
+        } else {
+            self.core.arrive(arrival)
+        };
         let waiting = match entry {
+            Entry::Admitted(slot) if poll => {
+                drop(slot);
+                state.waited = Some(Duration::ZERO);
+                return Admission::Answer(self.turn(ticket_seq, &tenant, state));
+            }
             Entry::Admitted(slot) => {
                 state.slot = Some(slot);
                 state.waited = Some(Duration::ZERO);
@@ -238,6 +257,10 @@ impl LoginQueue {
         state.waited = Some(started.elapsed());
         match outcome {
             None => Admission::Gone,
+            Some(Ok(slot)) if poll => {
+                drop(slot);
+                Admission::Answer(self.turn(ticket_seq, &tenant, state))
+            }
             Some(Ok(slot)) => {
                 state.slot = Some(slot);
                 Admission::Admitted
@@ -259,6 +282,19 @@ impl LoginQueue {
             ticket_cookie: set_cookie(TICKET_COOKIE, &value, ttl, state.tls),
         };
         waiting_room::waiting_room(&place, self.page.as_ref())
+    }
+
+    /// The answer to a poll that the line let through: the ticket it came with, renewed and
+    /// not spent, takes the page's next request to its place.
+    fn turn(&self, ticket_seq: Option<u64>, tenant: &str, state: &RequestState) -> Answer {
+        let ttl = self.config.ticket_ttl.as_secs().max(1);
+        let cookie = ticket_seq.map(|seq| {
+            let value = self
+                .signer
+                .ticket(seq, tenant, &state.prefix, unix_now() + ttl);
+            set_cookie(TICKET_COOKIE, &value, ttl, state.tls)
+        });
+        waiting_room::turn(tenant, cookie)
     }
 }
 

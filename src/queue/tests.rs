@@ -165,6 +165,68 @@ async fn passes_and_tickets_go_first() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_poll_gives_its_turn_away_and_keeps_its_ticket() {
+    let core = core(&config(1));
+    let blocker = admitted(core.arrive(arrival("blocker")));
+    // The page polls with a ticket from before `late`; its turn comes first.
+    let Entry::Waiting(late) = core.arrive(arrival("a")) else {
+        panic!()
+    };
+    let Entry::Waiting(poll) = core.poll(Arrival {
+        ticket_seq: Some(1),
+        ..arrival("a")
+    }) else {
+        panic!()
+    };
+    drop(blocker);
+    let hold = Duration::from_secs(1);
+    let turn = poll.wait(hold).await.expect("the poll's turn");
+    assert_eq!(core.status(5).admitted, 1, "the blocker only");
+    // Released at once: the slot goes to the next in line.
+    drop(turn);
+    let late = late
+        .wait(hold)
+        .await
+        .expect("late goes in on the poll's slot");
+    // The page's next request, with the ticket, still goes before a later arrival.
+    let Entry::Waiting(later) = core.arrive(arrival("a")) else {
+        panic!()
+    };
+    let Entry::Waiting(back) = core.arrive(Arrival {
+        ticket_seq: Some(1),
+        ..arrival("a")
+    }) else {
+        panic!()
+    };
+    let later = tokio::spawn(later.wait(hold));
+    let back = tokio::spawn(back.wait(hold));
+    tokio::task::yield_now().await;
+    drop(late);
+    let back = back
+        .await
+        .unwrap()
+        .expect("the ticket was not spent by the poll");
+    assert_eq!(core.status(5).waiting, 1, "the later arrival still waits");
+    drop(back);
+    later.await.unwrap().expect("then the later arrival");
+    assert_eq!(core.status(5).admitted, 4);
+
+    // A poll when a slot is free: no slot kept, nothing counted, the ticket still good once.
+    let free = admitted(core.poll(Arrival {
+        ticket_seq: Some(2),
+        ..arrival("a")
+    }));
+    drop(free);
+    assert_eq!(core.status(5).admitted, 4);
+    let first = admitted(core.arrive(Arrival {
+        ticket_seq: Some(2),
+        ..arrival("a")
+    }));
+    assert_eq!(core.status(5).admitted, 5);
+    drop(first);
+}
+
+#[tokio::test(start_paused = true)]
 async fn passes_take_at_most_their_share_while_others_wait() {
     let mut cfg = config(4);
     cfg.pass.max_share = 0.5;

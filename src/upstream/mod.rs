@@ -152,7 +152,7 @@ impl InFlight {
 
     /// The try's connection is up on socket `fd`: it can be cut from now on.
     pub fn connected(&mut self, fd: std::os::unix::io::RawFd) {
-        self.registration = Some(self.server.state.tries.register(fd));
+        self.registration = Some(self.server.state.tries.register(fd, self.server.address));
     }
 
     /// Whether the try was cut because its server went down.

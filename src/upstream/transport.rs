@@ -4,16 +4,19 @@
 //! instead of retransmitting it once the server is back), and how the tries in flight to a
 //! server declared down are cut (`shutdown` of their socket, after `on_down.cut_after`).
 //!
-//! A try is known by its socket's fd and its kernel socket cookie (`SO_COOKIE`), checked again
-//! before the socket is touched, so a cut never reaches a socket that reused the number.
+//! A try is known by its socket's fd; before a cut touches it, the socket's peer is checked to
+//! be the server that went down (one `getpeername`, on the cut path only), so a cut never
+//! reaches a socket that reused the number for anything else.
 
-use std::os::unix::io::RawFd;
+use std::net::SocketAddr;
+use std::os::unix::io::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use pingora::protocols::l4::ext::TcpKeepalive;
+use socket2::SockRef;
 
 /// TCP keep-alive and `TCP_USER_TIMEOUT` for upstream connections, from `timeouts.unacked`:
 /// bytes unacknowledged that long end the connection, and an idle pooled connection is probed
@@ -28,41 +31,25 @@ pub fn keepalive(unacked: Duration) -> TcpKeepalive {
     }
 }
 
+/// One system call on a socket pingora owns: the try's socket while the try runs (its
+/// registration is dropped before pingora closes it); on a closed descriptor the call fails
+/// cleanly.
+fn on_socket<R>(fd: RawFd, call: impl FnOnce(SockRef<'_>) -> R) -> R {
+    // SAFETY: the descriptor stays open for the call (see above), which is all it is borrowed
+    // for.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    call(SockRef::from(&fd))
+}
+
 /// Make a socket's close abortive: what it still holds is dropped and a reset is sent, so a
 /// request abandoned before the server acknowledged it can never be delivered afterwards.
 pub fn abortive_close(fd: RawFd) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a plain setsockopt on a descriptor pingora owns and keeps open during the call.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    let _ = on_socket(fd, |s| s.set_linger(Some(Duration::ZERO)));
 }
 
-/// The kernel's cookie of a socket: unique while the system runs, so a number that another
-/// socket reused is told apart.
-pub fn socket_cookie(fd: RawFd) -> Option<u64> {
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_COOKIE,
-            &mut cookie as *mut u64 as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(cookie)
+/// The peer address of a socket.
+fn peer_of(fd: RawFd) -> Option<SocketAddr> {
+    on_socket(fd, |s| s.peer_addr().ok()?.as_socket())
 }
 
 /// One try in flight on a socket.
@@ -70,7 +57,8 @@ pub fn socket_cookie(fd: RawFd) -> Option<u64> {
 pub struct TryCell {
     id: u64,
     fd: RawFd,
-    cookie: Option<u64>,
+    /// The server the socket goes to.
+    server: SocketAddr,
     cut: AtomicBool,
 }
 
@@ -81,21 +69,17 @@ impl TryCell {
     }
 
     /// End the try: its socket is shut both ways (the pending read returns, pingora drops the
-    /// connection, abortively). Only when the fd still names the same socket.
+    /// connection, abortively). Only when the fd still names a socket to that server (if the
+    /// number went to another try at the same server meanwhile, that one is cut instead: it
+    /// goes to the server that went down too).
     fn cut(&self) -> bool {
-        let same = match self.cookie {
-            Some(cookie) => socket_cookie(self.fd) == Some(cookie),
-            None => false,
-        };
-        if !same {
+        if peer_of(self.fd) != Some(self.server) {
             return false;
         }
         self.cut.store(true, Ordering::Release);
         abortive_close(self.fd);
-        // SAFETY: shutdown on a descriptor checked above to be this try's socket.
-        unsafe {
-            libc::shutdown(self.fd, libc::SHUT_RDWR);
-        }
+        // On a descriptor checked above to be this try's socket.
+        let _ = on_socket(self.fd, |s| s.shutdown(std::net::Shutdown::Both));
         true
     }
 }
@@ -127,13 +111,13 @@ impl Drop for Registration {
 }
 
 impl Tries {
-    /// Register the try now using socket `fd`.
-    pub fn register(self: &Arc<Self>, fd: RawFd) -> Registration {
+    /// Register the try now using socket `fd` to `server`.
+    pub fn register(self: &Arc<Self>, fd: RawFd, server: SocketAddr) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let cell = Arc::new(TryCell {
             id,
             fd,
-            cookie: socket_cookie(fd),
+            server,
             cut: AtomicBool::new(false),
         });
         self.open.insert(id, cell.clone());
@@ -181,12 +165,12 @@ mod tests {
         let mut client = std::net::TcpStream::connect(addr).unwrap();
         let (_server, _) = listener.accept().unwrap();
         let tries = Arc::new(Tries::default());
-        let reg = tries.register(client.as_raw_fd());
+        let reg = tries.register(client.as_raw_fd(), addr);
         assert_eq!(tries.len(), 1);
         let mark = tries.mark();
         // A try registered after the mark is not cut.
         let other = std::net::TcpStream::connect(addr).unwrap();
-        let later = tries.register(other.as_raw_fd());
+        let later = tries.register(other.as_raw_fd(), addr);
         assert_eq!(tries.cut_before(mark), 1);
         assert!(reg.cell().was_cut());
         assert!(!later.cell().was_cut());
@@ -198,19 +182,24 @@ mod tests {
     }
 
     #[test]
-    fn a_reused_descriptor_is_left_alone() {
+    fn a_descriptor_reused_for_another_peer_is_left_alone() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let other_server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let first = std::net::TcpStream::connect(addr).unwrap();
         let fd = first.as_raw_fd();
         let tries = Arc::new(Tries::default());
-        let reg = tries.register(fd);
+        let reg = tries.register(fd, addr);
         drop(first);
-        // Another socket gets the same number.
-        let second = std::net::TcpStream::connect(addr).unwrap();
+        // Another socket, to another server, gets the same number.
+        let second = std::net::TcpStream::connect(other_server.local_addr().unwrap()).unwrap();
         if second.as_raw_fd() == fd {
             assert_eq!(tries.cut_before(tries.mark()), 0);
             assert!(!reg.cell().was_cut());
         }
+        assert_eq!(
+            peer_of(second.as_raw_fd()),
+            Some(other_server.local_addr().unwrap())
+        );
     }
 }

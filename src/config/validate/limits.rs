@@ -20,11 +20,7 @@ pub(super) fn limits(ctx: &mut Ctx, raw: OrderedMap<RawLimit>) -> Vec<Limit> {
         let limit_key = limit_key(ctx, &p("key"), l.key);
         let rate = ctx.required(&p("rate"), &l.rate, parse_rate);
         let burst = ctx.opt(&p("burst"), &l.burst, at_least(1u32));
-        let mode = ctx.or(&p("mode"), &l.mode, LimitMode::Enforce, |s| match s {
-            "enforce" => Ok(LimitMode::Enforce),
-            "dry_run" => Ok(LimitMode::DryRun),
-            _ => Err(format!("invalid mode {s:?}: expected enforce or dry_run")),
-        });
+        let mode = ctx.or(&p("mode"), &l.mode, LimitMode::Enforce, limit_mode);
         let max_keys = ctx.or(&p("max_keys"), &l.max_keys, 1_000_000, at_least(1usize));
         let ban_default = matches!(limit_key, Some(LimitKey::ClientIp));
         let ban = ctx.or(&p("ban"), &l.ban, ban_default, parse_bool);
@@ -47,6 +43,15 @@ pub(super) fn limits(ctx: &mut Ctx, raw: OrderedMap<RawLimit>) -> Vec<Limit> {
         });
     }
     out
+}
+
+/// `mode:` of a limit.
+pub(super) fn limit_mode(s: &str) -> Result<LimitMode, String> {
+    match s {
+        "enforce" => Ok(LimitMode::Enforce),
+        "dry_run" => Ok(LimitMode::DryRun),
+        _ => Err(format!("invalid mode {s:?}: expected enforce or dry_run")),
+    }
 }
 
 /// `key:` as one source or a list of field sources.

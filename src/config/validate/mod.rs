@@ -18,6 +18,7 @@ use super::ConfigError;
 mod limits;
 mod login_queues;
 mod routes;
+mod schedules;
 mod upstreams;
 
 /// Collects errors, locating each by its key path.
@@ -184,6 +185,7 @@ pub(crate) fn build(
     let login_queues = login_queues::login_queues(ctx, raw.login_queues.unwrap_or_default());
     let pages = pages(ctx, raw.pages.unwrap_or_default());
     let routes = routes::routes(ctx, raw.routes, &upstreams, &limits, &login_queues);
+    let schedules = schedules::schedules(ctx, raw.schedules, &login_queues, &limits);
     upstreams::warn_risky(ctx, &upstreams);
     routes::warn_risky(ctx, &routes);
     Config {
@@ -197,6 +199,7 @@ pub(crate) fn build(
         shield,
         login_queues,
         pages,
+        schedules,
         masked,
         warnings: Vec::new(),
     }

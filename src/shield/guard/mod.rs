@@ -326,7 +326,7 @@ impl Guard {
     ) -> bool {
         if !first {
             self.control.phase.store(HEAD, Ordering::Release);
-            let mut leftover = Vec::new();
+            let mut leftover = false;
             if let Protocol::H1 {
                 scanner,
                 stash,
@@ -337,11 +337,11 @@ impl Guard {
                 *scanner = HeadScanner::new();
                 *complete = false;
                 *delivered = false;
-                // Bytes of the next request read with the previous one stay.
-                leftover = std::mem::take(stash);
+                // Bytes of the next request read with the previous one stay, and are scanned.
+                leftover = !stash.is_empty();
             }
             self.set_deadline(Some(Instant::now() + self.settings.keepalive_timeout));
-            if !leftover.is_empty() && !self.stash_and_scan(&leftover) {
+            if leftover && !self.scan_from(0) {
                 return false;
             }
         }
@@ -360,8 +360,9 @@ impl Guard {
         }
     }
 
-    /// Add bytes to the stashed head; false when the connection is to be closed.
-    fn stash_and_scan(&mut self, data: &[u8]) -> bool {
+    /// Scan the stashed bytes from `from` on (they just arrived); false when the connection is
+    /// to be closed.
+    fn scan_from(&mut self, from: usize) -> bool {
         let Protocol::H1 {
             scanner,
             stash,
@@ -372,8 +373,7 @@ impl Guard {
             return true;
         };
         let was_empty = scanner.bytes() == 0;
-        stash.extend_from_slice(data);
-        let ended = *complete || matches!(scanner.feed(data), Scan::Ends(_));
+        let ended = *complete || matches!(scanner.feed(&stash[from..]), Scan::Ends(_));
         *complete = ended;
         let bytes = scanner.bytes();
         if was_empty && bytes > 0 {
@@ -389,6 +389,23 @@ impl Guard {
             return false;
         }
         true
+    }
+
+    /// Read more of the head into the stash (its spare room: the bytes are copied once, into
+    /// pingora's buffer when the head is complete). The number of bytes read, 0 at the end of
+    /// the stream.
+    fn read_into_stash(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let Protocol::H1 { stash, .. } = &mut self.protocol else {
+            return Poll::Ready(Ok(0));
+        };
+        // Into uninitialised spare room: nothing is zeroed first.
+        stash.reserve(READ_CHUNK);
+        let result = tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, stash);
+        if stash.is_empty() {
+            // Nothing kept while idle.
+            *stash = Vec::new();
+        }
+        result
     }
 
     /// Poll until the stash holds a whole head.
@@ -426,22 +443,23 @@ impl Guard {
                 self.close(reason);
                 continue;
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+            let before = match &self.protocol {
+                Protocol::H1 { stash, .. } => stash.len(),
+                Protocol::H2 { .. } => 0,
+            };
+            match self.read_into_stash(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(_)) => {
                     self.count_head(false);
                     return Poll::Ready(false);
                 }
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                Poll::Ready(Ok(0)) => {
                     // The client closed the connection.
                     self.count_head(false);
                     return Poll::Ready(false);
                 }
-                Poll::Ready(Ok(())) => {
-                    let data = buf.filled().to_vec();
-                    if !self.stash_and_scan(&data) {
+                Poll::Ready(Ok(_)) => {
+                    if !self.scan_from(before) {
                         continue;
                     }
                 }
