@@ -603,8 +603,10 @@ mod tests {
     #[test]
     fn queues_and_their_deepest_tenants() {
         let mut timeline = Timeline::new();
-        let mut r = Reading::default();
-        r.queues = vec![queue("logins", 0, 0, &[])];
+        let mut r = Reading {
+            queues: vec![queue("logins", 0, 0, &[])],
+            ..Reading::default()
+        };
         timeline.record(0, 0, r.clone());
         r.queues = vec![queue("logins", 12, 4, &[("0750001A", 10), ("0750002B", 2)])];
         timeline.record(1, 1, r.clone());
