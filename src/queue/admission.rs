@@ -702,10 +702,12 @@ impl QueueCore {
         self.lock().limit()
     }
 
-    /// What the history records each second: cheaper than `status` (no look at the upstream,
-    /// no gauges), one short hold of the queue's lock.
+    /// What the history records each second: cheaper than `status` (no gauges published, the
+    /// 3 deepest tenants), one short hold of the queue's lock. Like `status`, it refreshes an
+    /// idle queue's view of its upstream, so the limit drawn follows a failover.
     pub fn sample(&self, top: usize) -> QueueSample {
-        let state = self.lock();
+        let mut state = self.lock();
+        self.look(&mut state);
         QueueSample {
             waiting: state.line.len(),
             in_flight: state.in_flight,
