@@ -14,7 +14,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use http::Method;
 
 use crate::config::{Config, Route};
-use crate::history::{Events, History};
+use crate::history::{EventKind, Events, History};
 use crate::queue::{Capacity, LoginQueue, QueueRegistry};
 use crate::schedule::clock::{Clock, SystemClock};
 use crate::schedule::{self, calendar, overlay};
@@ -250,6 +250,16 @@ impl Runtime {
                 in_force = ?schedule::names(schedules, &overlays),
                 at = %schedule::local_text(&schedules.time_zone, now),
                 "schedule: overlays changed"
+            );
+            let list = |indexes: &[usize]| schedule::names(schedules, indexes).join(", ");
+            self.history.events.record(
+                EventKind::Schedule,
+                &format!(
+                    "generation {}: begins [{}], ends [{}]",
+                    snapshot.generation,
+                    list(&begins),
+                    list(&ends)
+                ),
             );
         }
         let next = calendar::next_change(&schedules.time_zone, &schedules.windows, now)?;
@@ -533,6 +543,24 @@ schedules:
         assert_eq!(
             during.shield.limits[0].mode,
             crate::config::LimitMode::DryRun
+        );
+        let marked: Vec<(&str, String)> = runtime
+            .history
+            .events
+            .list()
+            .iter()
+            .map(|e| (e.kind.as_str(), e.detail.to_string()))
+            .collect();
+        assert_eq!(
+            marked,
+            [(
+                "schedule",
+                format!(
+                    "generation {}: begins [morning], ends []",
+                    during.generation
+                )
+            )],
+            "the change is marked on the history, once"
         );
 
         // A reload recomputes from the new file at once.

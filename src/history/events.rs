@@ -1,7 +1,7 @@
 //! The events the history marks on its curves (failover, failback, reload, ban wave, queue
-//! pause and resume, drains), with their time, in a bounded ring. They come from the control
-//! plane (admin calls, reloads, datacenter evaluations) and the sampler, never from a request
-//! that merely passes.
+//! pause and resume, scheduled overlays, drains), with their time, in a bounded ring. They come
+//! from the control plane (admin calls, reloads, schedule changes, datacenter evaluations) and
+//! the sampler, never from a request that merely passes.
 
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,6 +33,8 @@ pub enum EventKind {
     BanWave,
     QueuePause,
     QueueResume,
+    /// Scheduled overlays came into force or ended (a new generation, as a reload makes).
+    Schedule,
     /// A datacenter or a server drained, or undrained, through the admin API.
     Drain,
     Undrain,
@@ -50,6 +52,7 @@ impl EventKind {
             EventKind::BanWave => "ban_wave",
             EventKind::QueuePause => "queue_pause",
             EventKind::QueueResume => "queue_resume",
+            EventKind::Schedule => "schedule",
             EventKind::Drain => "drain",
             EventKind::Undrain => "undrain",
         }
