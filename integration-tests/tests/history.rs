@@ -1,17 +1,22 @@
 //! `GET /history` and the dashboard's curves, on the real binary over real sockets: a login
 //! stampede from two schools, a drain of dc-a through the admin API, and what the last minutes
 //! look like afterwards (1 s apart, requests, queue depth and its deepest schools, the answers
-//! by reason, the drain and the failover marked). Then the dashboard in headless Chromium: the
-//! banner says "stampede" and names the queue's curve that triggered it; a screenshot is kept
-//! in `target/test-artifacts/`.
+//! by reason, the drain and the failover marked); an attack from twenty addresses that get
+//! themselves banned (refusals by reason, bans, the ban wave). Each time the dashboard runs in
+//! headless Chromium: the banner says "stampede" or "attack" and outlines the curves that made
+//! it say so; screenshots are kept in `target/test-artifacts/`. The route is guarded like
+//! `/status`, and reloads, pauses and drains are marked once each.
 //!
 //! Bounded: the stampede is 24 logins that wait in a 60 s line (nobody is served before the
-//! test ends it), every poll has a deadline, and nothing is asserted on durations.
+//! test ends it), the attack's clients stop after 3,000 requests each, every poll has a
+//! deadline, and nothing is asserted on durations.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use integration_tests::browser::{artifacts_dir, run_chromium, Browser};
 use integration_tests::*;
 use serde_json::Value;
 
@@ -48,101 +53,54 @@ fn events_of(history: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// Headless Chromium: the one the repository's dependency script installs, else on PATH.
-fn chromium() -> Option<PathBuf> {
-    let installed = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
-    installed.or_else(|| {
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .flat_map(|dir| ["chromium", "chromium-browser"].map(|n| dir.join(n)))
-            .find(|p| p.is_file())
-    })
-}
+/// One Chromium run, at most.
+const RUN: Duration = Duration::from_secs(60);
 
-/// Chromium with a throwaway profile, loading `url` with a few seconds of page time so the
-/// dashboard's first `/status` and `/history` calls are rendered.
-fn headless(bin: &Path, profile: &Path, url: &str, extra: &[String]) -> std::process::Output {
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--virtual-time-budget=5000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .args(extra)
-    .arg(url);
-    // Bounded: a Chromium that hangs is killed.
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(output)) => output,
-        Ok(Err(e)) => panic!("chromium failed: {e}"),
-        Err(_) => {
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-            panic!("chromium did not finish within 60 s");
-        }
-    }
-}
-
-/// Take a screenshot of `url` into `target/test-artifacts/NAME`; returns the DOM it rendered,
-/// or None (with a message) when no Chromium can be found after `.ci/install-deps.sh`.
-fn screenshot(url: &str, name: &str, size: (u32, u32)) -> Option<(String, PathBuf)> {
-    let Some(bin) = chromium() else {
-        eprintln!(
-            "SKIPPED: the dashboard screenshot needs Chromium, which .ci/install-deps.sh installs (make deps); none found"
-        );
-        return None;
-    };
-    let profile = tempfile::tempdir().expect("a profile directory");
-    let dom = headless(&bin, profile.path(), url, &["--dump-dom".to_string()]);
-    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
-    let artifacts = repo_path("target/test-artifacts");
-    std::fs::create_dir_all(&artifacts).expect("target/test-artifacts");
-    let shot = artifacts.join(name);
+/// A screenshot of the dashboard at `url` (after 5 s of virtual time: it has drawn its curves)
+/// into the test artifacts; its path.
+fn screenshot(url: &str, name: &str) -> PathBuf {
+    let shot = artifacts_dir().join(name);
     let _ = std::fs::remove_file(&shot);
-    let output = headless(
-        &bin,
-        profile.path(),
-        url,
+    let arg = format!("--screenshot={}", shot.display());
+    let out = run_chromium(
         &[
-            format!("--window-size={},{}", size.0, size.1),
-            format!("--screenshot={}", shot.display()),
+            "--window-size=1400,2000",
+            "--hide-scrollbars",
+            "--virtual-time-budget=5000",
+            &arg,
         ],
+        url,
+        RUN,
     );
     assert!(
-        output.status.success() && shot.is_file(),
-        "screenshot at {}: {}",
+        shot.exists(),
+        "screenshot at {}; stderr: {}",
         shot.display(),
-        String::from_utf8_lossy(&output.stderr)
+        String::from_utf8_lossy(&out.stderr)
     );
-    Some((dom, shot))
+    println!("dashboard screenshot: {}", shot.display());
+    shot
 }
 
-/// The value of `data-NAME="..."` on the dumped `<body>`.
-fn body_data<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
-    let needle = format!("data-{name}=\"");
-    let start = dom.find(&needle)? + needle.len();
-    dom[start..].split('"').next()
+/// The dashboard at `url` in a live Chromium, once `ready` (a JavaScript expression) holds:
+/// the page's HTML, and the values of `probes` (JavaScript expressions) evaluated then. Panics
+/// with the page when `ready` never holds within 30 s.
+async fn dashboard(url: &str, ready: &str, probes: &[&str]) -> (String, Vec<Value>) {
+    let mut page = Browser::open(url, &["--window-size=1400,2000"])
+        .await
+        .expect("Chromium opens the dashboard");
+    let drawn = page.wait_true(ready, Duration::from_secs(30)).await;
+    let html = page
+        .eval("document.documentElement.outerHTML")
+        .await
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(drawn, "the dashboard never showed `{ready}`:\n{html}");
+    let mut values = Vec::new();
+    for probe in probes {
+        values.push(page.eval(probe).await.unwrap_or(Value::Null));
+    }
+    (html, values)
 }
 
 #[test]
@@ -324,40 +282,187 @@ fn history_of_a_stampede_and_a_drain_on_the_dashboard() {
         }
     }
 
-    // The dashboard, while the line is still there.
+    // The dashboard, while the line is still there: its script draws the curves and reads
+    // the verdict from them.
     let url = format!("http://{}/", s.ports.admin);
-    if let Some((dom, shot)) = screenshot(&url, "history-dashboard.png", (1400, 2000)) {
-        let rendered = body_data(&dom, "history-points")
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-        assert!(
-            rendered >= 2,
-            "the dashboard drew the history (data-history-points {rendered}):\n{dom}"
-        );
-        assert!(
-            dom.matches("class=\"history-chart\"").count() >= 5,
-            "traffic, latency, answers, bans and the logins queue are drawn as SVG"
-        );
-        assert!(
-            dom.contains("id=\"chart-queue-logins\""),
-            "the queue's chart"
-        );
-        assert!(
-            body_data(&dom, "history-events").is_some_and(|e| e.contains("drain")),
-            "the drain is on the curves"
-        );
-        assert_eq!(
-            body_data(&dom, "verdict"),
-            Some("stampede"),
-            "the banner reads the queue's curve:\n{dom}"
-        );
-        assert!(
-            dom.contains("file logins")
-                && dom.contains("class=\"chart trigger-stampede\" id=\"chart-queue-logins\""),
-            "the banner names the curve that made it say stampede, and that curve is marked"
-        );
-        println!("dashboard screenshot: {}", shot.display());
+    let (html, probes) = rt.block_on(dashboard(
+        &url,
+        "document.body.dataset.verdict === 'stampede' \
+         && document.querySelectorAll('svg.history-chart').length >= 5 \
+         && !!document.getElementById('chart-queue-logins')",
+        &[
+            "Number(document.body.dataset.historyPoints)",
+            "document.body.dataset.historyEvents",
+            "document.getElementById('verdict').textContent",
+            "document.getElementById('chart-queue-logins').className",
+            "document.getElementById('chart-answers').className",
+            "document.getElementById('events').textContent",
+        ],
+    ));
+    assert!(
+        probes[0].as_u64().is_some_and(|n| n >= 2),
+        "the dashboard drew the history ({}):\n{html}",
+        probes[0]
+    );
+    let marked = probes[1].as_str().unwrap_or("");
+    assert!(
+        marked.contains("drain") && marked.contains("failover"),
+        "the drain and its failover are on the curves: {marked:?}"
+    );
+    let banner = probes[2].as_str().unwrap_or("");
+    assert!(
+        banner.contains("file logins") && banner.contains("queue logins"),
+        "the banner names the curve that made it say stampede: {banner:?}"
+    );
+    assert_eq!(
+        probes[3], "chart trigger-stampede",
+        "the queue's curve is outlined"
+    );
+    assert_eq!(probes[4], "chart", "the answers' curve did not trigger it");
+    assert!(
+        probes[5]
+            .as_str()
+            .is_some_and(|e| e.contains("ent/dc-a (datacenter)")),
+        "the events are listed: {}",
+        probes[5]
+    );
+    screenshot(&url, "history-dashboard.png");
+    rt.shutdown_background();
+}
+
+/// Addresses of the attack (each its own source address on the loopback).
+const ATTACKERS: usize = 20;
+
+/// An attack written as the attacker writes it: twenty addresses hammer the site past their
+/// limit, are banned, and go on hammering. The history shows the refusals by reason, the bans
+/// and a ban wave; the dashboard's banner says "attack" and outlines the answers' and the bans'
+/// curves that made it say so.
+#[test]
+fn an_attack_is_read_from_the_shield_curves() {
+    let s = Stack::start(1, 0, |y| {
+        y.routes = "  - name: default\n    match: { path_prefix: / }\n    upstream: ent\n    limits: [per_ip]\n".into();
+        y.extra = "limits:\n  per_ip: { key: client_ip, rate: 1/min, burst: 2 }\nshield:\n  ban: { after: 3, within: 1m, for: 10m }\n".into();
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for i in 0..ATTACKERS {
+        let source: std::net::IpAddr = format!("127.0.0.{}", 100 + i).parse().expect("address");
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .http1_only()
+            .local_address(source)
+            .build()
+            .expect("client");
+        let url = s.url("/api/search");
+        let stop = stop.clone();
+        // Bounded: at most 3,000 requests an address (10 a second for 5 minutes).
+        flood.push(rt.spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..3_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(r) = client.get(&url).send().await {
+                    statuses.push(r.status().as_u16());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            statuses
+        }));
     }
+
+    let mut last = Value::Null;
+    let history = poll_until(Duration::from_secs(60), || {
+        let v = s.rempart.admin_json("/history");
+        last = v.clone();
+        let banned_all = numbers(&v["bans"]["active"]).last() == Some(&(ATTACKERS as u64));
+        let wave = events_of(&v).iter().any(|(k, _)| k == "ban_wave");
+        let banned_answers: u64 = numbers(&v["answers"]["banned"]).iter().sum();
+        (banned_all && wave && banned_answers > 0).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("/history never showed the bans and the wave: {last}"));
+    let new_bans: u64 = numbers(&history["bans"]["new"]).iter().sum();
+    assert_eq!(new_bans, ATTACKERS as u64, "one ban an address");
+    let limited: u64 = numbers(&history["answers"]["rate_limited"]).iter().sum();
+    assert!(
+        limited >= ATTACKERS as u64,
+        "each address was refused before its ban: {}",
+        history["answers"]
+    );
+    let waves: Vec<String> = events_of(&history)
+        .into_iter()
+        .filter(|(k, _)| k == "ban_wave")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(
+        waves.len(),
+        1,
+        "one wave while the bans keep coming: {waves:?}"
+    );
+    let bans_in_wave: u64 = waves[0]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (10..=ATTACKERS as u64).contains(&bans_in_wave)
+            && waves[0].ends_with("new bans within 10 s"),
+        "the wave says how many: {waves:?}"
+    );
+
+    // The dashboard, while the flood goes on.
+    let url = format!("http://{}/", s.ports.admin);
+    let (_, probes) = rt.block_on(dashboard(
+        &url,
+        "document.body.dataset.verdict === 'attack' \
+         && document.querySelectorAll('svg.history-chart').length >= 4",
+        &[
+            "document.getElementById('verdict').textContent",
+            "document.getElementById('chart-answers').className",
+            "document.getElementById('chart-bans').className",
+            "document.body.dataset.historyEvents",
+        ],
+    ));
+    let banner = probes[0].as_str().unwrap_or("");
+    assert!(
+        banner.contains("banned")
+            && banner.contains("seuil 5/s")
+            && banner.contains("bannissements"),
+        "the banner says which refusals crossed the threshold, and names the curves: {banner:?}"
+    );
+    assert_eq!(
+        probes[1], "chart trigger-attack",
+        "the answers' curve is outlined"
+    );
+    assert_eq!(
+        probes[2], "chart trigger-attack",
+        "the bans' curve is outlined"
+    );
+    assert!(
+        probes[3].as_str().is_some_and(|e| e.contains("ban_wave")),
+        "the wave is on the curves: {}",
+        probes[3]
+    );
+    screenshot(&url, "history-attack.png");
+
+    stop.store(true, Ordering::Relaxed);
+    let statuses: Vec<u16> = rt.block_on(async {
+        let mut all = Vec::new();
+        for task in flood {
+            all.extend(task.await.unwrap_or_default());
+        }
+        all
+    });
+    assert!(
+        statuses.contains(&429) && statuses.contains(&403),
+        "refused, then banned"
+    );
     rt.shutdown_background();
 }
 
