@@ -203,6 +203,10 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
         },
     ));
     server.add_service(background_service(
+        "rempart history",
+        crate::history::sampler::Sampler::new(runtime.clone()),
+    ));
+    server.add_service(background_service(
         "rempart shield sweep",
         ShieldSweep {
             runtime: runtime.clone(),

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod forwarded;
+pub mod history;
 pub mod launch;
 pub mod pages;
 pub mod path;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::{self, Config, ConfigErrors};
+use crate::history::EventKind;
 use crate::runtime::Runtime;
 
 /// What a successful reload did.
@@ -31,6 +32,10 @@ pub fn reload(runtime: &Runtime) -> Result<Reloaded, ConfigErrors> {
                 .config_reloads_total
                 .with_label_values(&["ok"])
                 .inc();
+            runtime
+                .history
+                .events
+                .record(EventKind::ReloadOk, &format!("generation {generation}"));
             if needs_restart.is_empty() {
                 tracing::info!(generation, file = %path.display(), "configuration reloaded");
             } else {
@@ -53,6 +58,11 @@ pub fn reload(runtime: &Runtime) -> Result<Reloaded, ConfigErrors> {
                 .inc();
             let text = errors.to_string();
             tracing::error!(file = %path.display(), "reload refused, nothing changed:\n{text}");
+            let first = errors.0.first().map(|e| e.to_string()).unwrap_or_default();
+            runtime.history.events.record(
+                EventKind::ReloadFailed,
+                &format!("{} error(s), nothing changed: {first}", errors.0.len()),
+            );
             runtime.last_reload_error.store(Some(Arc::new(text)));
             Err(errors)
         }

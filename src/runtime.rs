@@ -15,6 +15,7 @@ use http::Method;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::{Config, Route};
+use crate::history::{EventKind, Events, History};
 use crate::queue::{Capacity, LoginQueue, QueueRegistry};
 use crate::schedule::clock::{Clock, SystemClock};
 use crate::schedule::{self, calendar, overlay};
@@ -116,6 +117,8 @@ pub struct Runtime {
     pub last_reload_error: ArcSwapOption<String>,
     /// Login queue state (lines, limits, pause) that outlives configuration generations.
     pub queues: QueueRegistry,
+    /// The last 15 minutes, second by second, and the events marked on them.
+    pub history: Arc<History>,
     /// The time schedules read (shifted only by `REMPART_SCHEDULE_CLOCK`, a testing aid).
     pub clock: Arc<dyn Clock>,
     /// Wakes the scheduler after a reload, so that it computes its next change again.
@@ -169,6 +172,7 @@ impl Runtime {
         };
         let shield_state = Arc::new(shield_state);
         let queues = QueueRegistry::with_key(queue_key).in_cluster(cluster.clone());
+        let history = Arc::new(History::new());
         let base = Arc::new(config);
         let overlays = overlays_at(&base, clock.as_ref());
         let snapshot = compile(
@@ -182,6 +186,7 @@ impl Runtime {
             &upstreams,
             &queues,
             &shield_state,
+            &history.events,
         );
         metrics.config_generation.set(1);
         publish_overlays(&metrics, &snapshot);
@@ -199,6 +204,7 @@ impl Runtime {
             listening: AtomicBool::new(false),
             last_reload_error: ArcSwapOption::empty(),
             queues,
+            history,
             clock,
             schedule_changed: tokio::sync::Notify::new(),
             cluster,
@@ -269,6 +275,16 @@ impl Runtime {
                 at = %schedule::local_text(&schedules.time_zone, now),
                 "schedule: overlays changed"
             );
+            let list = |indexes: &[usize]| schedule::names(schedules, indexes).join(", ");
+            self.history.events.record(
+                EventKind::Schedule,
+                &format!(
+                    "generation {}: begins [{}], ends [{}]",
+                    snapshot.generation,
+                    list(&begins),
+                    list(&ends)
+                ),
+            );
         }
         let next = calendar::next_change(&schedules.time_zone, &schedules.windows, now)?;
         Some(
@@ -287,6 +303,7 @@ impl Runtime {
             &self.upstreams,
             &self.queues,
             &self.shield_state,
+            &self.history.events,
         ));
         self.snapshot.store(snapshot.clone());
         self.metrics.config_generation.set(generation as i64);
@@ -363,6 +380,7 @@ fn compile(
     registry: &Registry,
     queues: &QueueRegistry,
     shield_state: &Arc<ShieldState>,
+    events: &Arc<Events>,
 ) -> Snapshot {
     let Layers {
         base,
@@ -377,7 +395,7 @@ fn compile(
     let upstreams: Vec<Arc<Upstream>> = config
         .upstreams
         .iter()
-        .map(|u| Arc::new(Upstream::new(u, metrics, registry)))
+        .map(|u| Arc::new(Upstream::new(u, metrics, registry, events)))
         .collect();
     let routes = config
         .routes
@@ -549,6 +567,24 @@ schedules:
         assert_eq!(
             during.shield.limits[0].mode,
             crate::config::LimitMode::DryRun
+        );
+        let marked: Vec<(&str, String)> = runtime
+            .history
+            .events
+            .list()
+            .iter()
+            .map(|e| (e.kind.as_str(), e.detail.to_string()))
+            .collect();
+        assert_eq!(
+            marked,
+            [(
+                "schedule",
+                format!(
+                    "generation {}: begins [morning], ends []",
+                    during.generation
+                )
+            )],
+            "the change is marked on the history, once"
         );
 
         // A reload recomputes from the new file at once.

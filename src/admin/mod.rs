@@ -1,6 +1,7 @@
 //! The admin service: health, readiness, status, metrics and configuration, on its own port
 //! and its own runtime, apart from the proxy path.
 
+mod history;
 mod queues;
 mod schedule;
 mod shield;
@@ -63,6 +64,7 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
     let guarded = Router::new()
         .route("/readyz", get(readyz))
         .route("/status", get(status::status))
+        .route("/history", get(history::history))
         .route("/metrics", get(metrics))
         .route("/config", get(config))
         .route("/reload", post(reload))

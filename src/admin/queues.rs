@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::AdminError;
+use crate::history::EventKind;
 use crate::runtime::{Runtime, Snapshot};
 
 /// Tenants listed per queue in `/status`, deepest first.
@@ -42,13 +43,21 @@ fn set_paused(runtime: &Runtime, name: &str, paused: bool) -> Result<Json<Value>
         .iter()
         .find(|q| q.name == name)
         .ok_or_else(|| AdminError::NotFound(format!("queue {name:?}")))?;
-    queue.core.set_paused(paused);
+    let was = queue.core.set_paused(paused);
     tracing::warn!(
         queue = name,
         paused,
         "login queue admissions {}",
         if paused { "paused" } else { "resumed" }
     );
+    if was != paused {
+        let kind = if paused {
+            EventKind::QueuePause
+        } else {
+            EventKind::QueueResume
+        };
+        runtime.history.events.record(kind, name);
+    }
     Ok(Json(json!({ "queue": name, "paused": paused })))
 }
 

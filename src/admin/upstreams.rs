@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use super::AdminError;
+use crate::history::EventKind;
 use crate::runtime::{Runtime, Snapshot};
 use crate::telemetry::rfc3339;
 use crate::upstream::Upstream;
@@ -37,6 +38,14 @@ fn drain_action(action: &str) -> Result<bool, AdminError> {
     }
 }
 
+fn drain_event(drain: bool) -> EventKind {
+    if drain {
+        EventKind::Drain
+    } else {
+        EventKind::Undrain
+    }
+}
+
 fn find_upstream(snapshot: &Snapshot, name: &str) -> Result<Arc<Upstream>, AdminError> {
     snapshot
         .upstreams
@@ -60,6 +69,10 @@ async fn datacenter_drain(
     let was = dc.state.drained.swap(drain, Ordering::AcqRel);
     if was != drain {
         tracing::warn!(upstream = %upstream.name, datacenter = %dc.name, drained = drain, "datacenter {action}ed by the admin API");
+        runtime.history.events.record(
+            drain_event(drain),
+            &format!("{}/{} (datacenter)", upstream.name, dc.name),
+        );
     }
     upstream.evaluate();
     Ok(Json(json!({
@@ -91,6 +104,10 @@ async fn server_drain(
     let was = found.state.drained.swap(drain, Ordering::AcqRel);
     if was != drain {
         tracing::warn!(upstream = %upstream.name, datacenter = %dc.name, server = %found.address, drained = drain, "server {action}ed by the admin API");
+        runtime.history.events.record(
+            drain_event(drain),
+            &format!("{}/{}/{} (server)", upstream.name, dc.name, found.address),
+        );
     }
     upstream.evaluate();
     Ok(Json(json!({

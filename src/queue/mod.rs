@@ -29,7 +29,8 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 
 pub use admission::{
-    Arrival, Capacity, Entry, Expired, QueueCore, QueueStatus, Slot, Waiting, UNKNOWN_TENANT,
+    Arrival, Capacity, Entry, Expired, QueueCore, QueueSample, QueueStatus, Slot, Waiting,
+    UNKNOWN_TENANT,
 };
 
 use crate::answer::Answer;

@@ -271,8 +271,18 @@ impl<T> Scheduler<T> {
             .iter()
             .map(|(name, line)| (name.clone(), line.live))
             .collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        all.truncate(top);
+        let deepest_first = |a: &(Arc<str>, usize), b: &(Arc<str>, usize)| {
+            b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0))
+        };
+        // The `top` deepest first, without sorting every tenant in line.
+        if top < all.len() {
+            if top == 0 {
+                return Vec::new();
+            }
+            all.select_nth_unstable_by(top - 1, deepest_first);
+            all.truncate(top);
+        }
+        all.sort_by(deepest_first);
         all
     }
 
@@ -302,6 +312,34 @@ mod tests {
                 Class::Tenant(t) => (t.to_string(), item),
             })
             .collect()
+    }
+
+    #[test]
+    fn deepest_tenants_first() {
+        let mut s = Scheduler::new();
+        let mut seq = 0;
+        for (name, depth) in [("c", 2), ("a", 5), ("d", 1), ("b", 5), ("e", 3)] {
+            for _ in 0..depth {
+                s.push(&tenant(name), key(seq), 1, seq);
+                seq += 1;
+            }
+        }
+        let names = |top| -> Vec<(String, usize)> {
+            s.depths(top)
+                .into_iter()
+                .map(|(t, d)| (t.to_string(), d))
+                .collect()
+        };
+        let all = names(10);
+        assert_eq!(
+            all,
+            [("a", 5), ("b", 5), ("e", 3), ("c", 2), ("d", 1)]
+                .map(|(t, d)| (t.to_string(), d))
+                .to_vec()
+        );
+        for top in 0..=5 {
+            assert_eq!(names(top), all[..top].to_vec(), "top {top}");
+        }
     }
 
     #[test]

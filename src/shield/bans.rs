@@ -44,6 +44,8 @@ pub struct BanList {
     order: Mutex<VecDeque<(u64, Instant)>>,
     /// Bans dropped to make room (`shield.ban.max_entries`).
     evicted: AtomicU64,
+    /// Bans made since start (the history's new bans per second).
+    made: AtomicU64,
 }
 
 impl BanList {
@@ -125,12 +127,18 @@ impl BanList {
         if self.bans.insert(key, entry).is_none() {
             self.active.fetch_add(1, Ordering::Relaxed);
         }
+        self.made.fetch_add(1, Ordering::Relaxed);
         order.push_back((key, until));
     }
 
     /// Bans dropped to make room since start.
     pub fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Bans made since start.
+    pub fn made(&self) -> u64 {
+        self.made.load(Ordering::Relaxed)
     }
 
     /// Lift a ban; returns whether there was one.
@@ -251,6 +259,7 @@ mod tests {
         }
         assert_eq!(bans.active(), 4);
         assert_eq!(bans.evicted(), 6);
+        assert_eq!(bans.made(), 10, "evicted bans were made all the same");
         assert_eq!(bans.banned(5), None, "evicted");
         assert!(bans.banned(9).is_some());
         let listed: Vec<String> = bans.list(0, 10).into_iter().map(|b| b.0).collect();

@@ -19,6 +19,7 @@ use pingora::upstreams::peer::HttpPeer;
 use prometheus::{IntCounter, IntGauge};
 
 use crate::config;
+use crate::history::{EventKind, Events};
 use crate::telemetry::Metrics;
 use failback::{Change, DcView};
 use health::Health;
@@ -194,6 +195,8 @@ pub struct Upstream {
     retries: [IntCounter; 4],
     /// `failovers[from][to]`.
     failovers: Vec<Vec<IntCounter>>,
+    /// Where failovers, failbacks and "every datacenter down" are marked for the history.
+    events: Arc<Events>,
 }
 
 /// The server chosen for one try, counted in flight on it.
@@ -215,7 +218,12 @@ pub enum Choice {
 }
 
 impl Upstream {
-    pub fn new(config: &config::Upstream, metrics: &Metrics, registry: &Registry) -> Self {
+    pub fn new(
+        config: &config::Upstream,
+        metrics: &Metrics,
+        registry: &Registry,
+        events: &Arc<Events>,
+    ) -> Self {
         let name = config.name.as_str();
         let datacenters = config
             .datacenters
@@ -300,6 +308,7 @@ impl Upstream {
                     .with_label_values(&[name, kind.as_str()])
             }),
             failovers,
+            events: events.clone(),
         }
     }
 
@@ -584,11 +593,13 @@ impl Upstream {
                     tracing::warn!(upstream = %self.name, datacenter = self.dc_name(i), "datacenter down")
                 }
                 Change::Active { from, to } => {
+                    // No datacenter was active: every one was down, or this is the start.
+                    let after_outage = from.is_none() && last_active.is_some();
                     let from = from.or_else(|| {
                         let name = last_active.as_deref()?;
                         self.datacenters.iter().position(|dc| dc.name == name)
                     });
-                    self.log_switch(from, to);
+                    self.log_switch(from, to, after_outage);
                     if let Some(to) = to {
                         *last_active = Some(self.dc_name(to).to_string());
                     }
@@ -644,28 +655,57 @@ impl Upstream {
         });
     }
 
-    fn log_switch(&self, from: Option<usize>, to: Option<usize>) {
+    /// Log and count a change of the active datacenter, and mark it for the history.
+    /// `after_outage`: no datacenter was active just before (every one was down).
+    fn log_switch(&self, from: Option<usize>, to: Option<usize>, after_outage: bool) {
         match (from, to) {
             (Some(from), Some(to)) if from != to => {
                 if let Some(counter) = self.failovers.get(from).and_then(|row| row.get(to)) {
                     counter.inc();
                 }
-                let what = if to < from { "failback" } else { "failover" };
+                let (what, kind) = match (to < from, after_outage) {
+                    (true, false) => ("failback", EventKind::Failback),
+                    (false, false) => ("failover", EventKind::Failover),
+                    (true, true) => ("failback", EventKind::Recovered),
+                    (false, true) => ("failover", EventKind::Recovered),
+                };
                 tracing::warn!(
                     upstream = %self.name,
                     from = self.dc_name(from),
                     to = self.dc_name(to),
                     "datacenter {what}"
                 );
+                self.events.record(
+                    kind,
+                    &format!(
+                        "{}: {} → {}",
+                        self.name,
+                        self.dc_name(from),
+                        self.dc_name(to)
+                    ),
+                );
             }
             (_, Some(to)) => {
-                tracing::info!(upstream = %self.name, datacenter = self.dc_name(to), "datacenter active")
+                tracing::info!(upstream = %self.name, datacenter = self.dc_name(to), "datacenter active");
+                // The same datacenter as before every one went down: it is back.
+                if after_outage {
+                    self.events.record(
+                        EventKind::Recovered,
+                        &format!("{}: {} active again", self.name, self.dc_name(to)),
+                    );
+                }
             }
-            (_, None) => tracing::error!(
-                upstream = %self.name,
-                when_all_down = ?self.config.when_all_down,
-                "every datacenter is down"
-            ),
+            (_, None) => {
+                tracing::error!(
+                    upstream = %self.name,
+                    when_all_down = ?self.config.when_all_down,
+                    "every datacenter is down"
+                );
+                self.events.record(
+                    EventKind::AllDown,
+                    &format!("{}: every datacenter is down", self.name),
+                );
+            }
         }
     }
 

@@ -55,6 +55,7 @@ fn upstream(dcs: &[(&str, &[&str])], when_all_down: config::WhenAllDown) -> Arc<
         &config(dcs, when_all_down),
         &metrics,
         &registry,
+        &Default::default(),
     ))
 }
 
@@ -183,6 +184,64 @@ async fn ejections_move_traffic_and_end_on_their_own() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn failovers_failbacks_and_outages_are_marked_for_the_history() {
+    let events = Arc::new(crate::history::Events::default());
+    let up = Upstream::new(
+        &config(TWO_DCS, config::WhenAllDown::Maintenance),
+        &Metrics::new().unwrap(),
+        &Registry::new(),
+        &events,
+    );
+    all_up(&up);
+    up.evaluate();
+    for server in &up.datacenters[0].servers {
+        for _ in 0..3 {
+            up.observe(0, server, Outcome::Http5xx, Some(503), true);
+        }
+    }
+    for _ in 0..3 {
+        up.observe(
+            1,
+            &up.datacenters[1].servers[0],
+            Outcome::Http5xx,
+            Some(503),
+            true,
+        );
+    }
+    tokio::time::advance(Duration::from_secs(10)).await;
+    up.evaluate();
+    // dc-a fails again, then comes back for good: a failover and, after failback_after, a
+    // failback.
+    for server in &up.datacenters[0].servers {
+        for _ in 0..3 {
+            up.observe(0, server, Outcome::Http5xx, Some(503), true);
+        }
+    }
+    tokio::time::advance(Duration::from_secs(20)).await;
+    up.evaluate();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    up.evaluate();
+    let marked: Vec<(&str, String)> = events
+        .list()
+        .iter()
+        .map(|e| (e.kind.as_str(), e.detail.to_string()))
+        .collect();
+    assert_eq!(
+        marked,
+        [
+            ("failover", "ent: dc-a → dc-b"),
+            ("all_down", "ent: every datacenter is down"),
+            ("recovered", "ent: dc-b → dc-a"),
+            ("failover", "ent: dc-a → dc-b"),
+            ("failback", "ent: dc-b → dc-a"),
+        ]
+        .map(|(k, d)| (k, d.to_string()))
+        .to_vec(),
+        "the first activation at start is not an event"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn drains_take_servers_and_datacenters_out() {
     let up = upstream(TWO_DCS, config::WhenAllDown::TryAll);
     all_up(&up);
@@ -229,7 +288,12 @@ async fn min_healthy_share() {
         config::WhenAllDown::Maintenance,
     );
     cfg.min_healthy = config::MinHealthy::Share(0.5);
-    let up = Upstream::new(&cfg, &Metrics::new().unwrap(), &Registry::new());
+    let up = Upstream::new(
+        &cfg,
+        &Metrics::new().unwrap(),
+        &Registry::new(),
+        &Default::default(),
+    );
     assert_eq!(up.datacenters[0].min_healthy, 2);
     all_up(&up);
     let a = &up.datacenters[0].servers;
