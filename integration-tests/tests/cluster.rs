@@ -1201,3 +1201,62 @@ async fn a_ticket_given_by_one_node_keeps_its_place_on_the_other() {
         "A's ticket keeps its place (before the newcomers) in B's line; the forged one goes last"
     );
 }
+
+/// The text of node `url`'s dashboard header line about the cluster, once `ready` holds in it
+/// (30 s at most); the text as it is otherwise.
+async fn cluster_line(
+    page: &mut integration_tests::browser::Browser,
+    ready: &str,
+) -> (bool, String) {
+    let line = "(document.getElementById('cluster') || {}).textContent || ''";
+    let held = page
+        .wait_true(
+            &format!("({line}).includes({ready:?})"),
+            Duration::from_secs(30),
+        )
+        .await;
+    let text = page
+        .eval(line)
+        .await
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    (held, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_nodes_and_the_store() {
+    let mut store = Store::start();
+    let origin = Origin::start("a1", &[]);
+    let setup = Setup {
+        routes: "  - name: default\n    match: { path_prefix: / }\n    upstream: ent\n".into(),
+        extra: String::new(),
+        cluster: vec![],
+    };
+    let a = Node::start("node-a", &store, origin.addr(), &setup);
+    let b = Node::start("node-b", &store, origin.addr(), &setup);
+    wait_cluster(&[&a, &b]);
+
+    let url = format!("http://{}/", a.ports.admin);
+    let mut page = integration_tests::browser::Browser::open(&url, &["--window-size=1400,1200"])
+        .await
+        .expect("Chromium opens the dashboard");
+    let (up, text) = cluster_line(&mut page, "store up").await;
+    eprintln!("dashboard, store up: {text}");
+    assert!(up, "the dashboard says the store is up: {text:?}");
+    assert!(
+        text.contains("node-a") && text.contains("node-b") && text.contains("2 nœud"),
+        "the dashboard names both nodes: {text:?}"
+    );
+
+    store.pause();
+    let (away, text) = cluster_line(&mut page, "store away").await;
+    eprintln!("dashboard, store paused: {text}");
+    store.resume();
+    assert!(away, "the dashboard says the store is away: {text:?}");
+    assert!(
+        text.contains("decides alone"),
+        "and what the node does meanwhile: {text:?}"
+    );
+    let (back, text) = cluster_line(&mut page, "store up").await;
+    assert!(back, "the dashboard sees the store back: {text:?}");
+}
