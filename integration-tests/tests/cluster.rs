@@ -1225,7 +1225,7 @@ async fn cluster_line(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_nodes_and_the_store() {
-    let mut store = Store::start();
+    let store = Store::start();
     let origin = Origin::start("a1", &[]);
     let setup = Setup {
         routes: "  - name: default\n    match: { path_prefix: / }\n    upstream: ent\n".into(),
