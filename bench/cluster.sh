@@ -122,7 +122,7 @@ cost=$(awk -v a="${rps[local]:-0}" -v b="${rps[cluster]:-0}" 'BEGIN { if (a > 0 
   echo "# The cluster's store: what it costs one node"
   echo
   echo "Command: \`bash bench/cluster.sh\` (part of \`make bench\`); binaries: $binaries_note; redis-server $(redis-server --version | awk '{ print $3 }' | sed 's/v=//') on loopback."
-  echo "CPU idle before: ${idle_before}%, after: ${idle_after}%. wrk: \`$wrk_cmd\`, best of $rounds rounds taking turns."
+  echo "CPU idle before: ${idle_before}, after: ${idle_after}. wrk: \`$wrk_cmd\`, best of $rounds rounds taking turns."
   echo
   echo "| route | requests/s | p99 (ms) | errors |"
   echo "|---|---|---|---|"
