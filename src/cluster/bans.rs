@@ -183,7 +183,7 @@ impl Cluster {
                 .filter_map(|item| {
                     let key = u64::from_str_radix(&item[0], 16).ok()?;
                     let left = item[1].parse::<u64>().ok()?;
-                    Some((key, Duration::from_millis(left), item[2].clone()))
+                    Some((key, Duration::from_millis(left), clip(&item[2])))
                 })
                 .collect(),
         )
@@ -203,12 +203,24 @@ fn parse(message: &str, own: &str) -> Option<Change> {
     match verb {
         "ban" => {
             let ttl = Duration::from_millis(words.next()?.parse().ok()?);
-            let client = words.next().unwrap_or("").to_string();
+            let client = clip(words.next().unwrap_or(""));
             Some(Change::Ban { key, client, ttl })
         }
         "lift" => Some(Change::Lift { key }),
         _ => None,
     }
+}
+
+/// The longest address text kept for a ban read from the store (an IPv6 prefix is 43 bytes).
+const MAX_CLIENT_TEXT: usize = 64;
+
+/// A ban's address text as kept in memory: at most [`MAX_CLIENT_TEXT`] bytes.
+fn clip(text: &str) -> String {
+    let mut end = text.len().min(MAX_CLIENT_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// The bound of the ban list in this node's configuration.
@@ -359,5 +371,11 @@ mod tests {
         assert!(parse("ban b zz 60000 x", "a").is_none());
         assert!(parse("nonsense", "a").is_none());
         assert!(parse("ban b 1 notanumber x", "a").is_none());
+        // An address text longer than any address is clipped.
+        let long = format!("ban b 1 1000 {}", "é".repeat(100));
+        match parse(&long, "a") {
+            Some(Change::Ban { client, .. }) => assert!(client.len() <= MAX_CLIENT_TEXT),
+            other => panic!("not a ban: {other:?}"),
+        }
     }
 }
