@@ -1202,6 +1202,68 @@ async fn a_ticket_given_by_one_node_keeps_its_place_on_the_other() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ticket_spent_on_one_node_buys_no_early_place_on_the_other() {
+    let store = Store::start();
+    let origin = Origin::start("a1", &["--login-cost", "150ms", "--record-requests"]);
+    let setup = queue_setup(1, "2s");
+    let a = Node::start("node-a", &store, origin.addr(), &setup);
+    let b = Node::start("node-b", &store, origin.addr(), &setup);
+    wait_cluster(&[&a, &b]);
+    let c = client();
+
+    // A gives a ticket (its line does not move, the hold runs out); B admits its bearer.
+    pause(&a);
+    let (status, headers) = spawn_send(login_post(
+        &c,
+        &a.url("/auth/login"),
+        "0750001A",
+        "first-visit",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(status, 503, "A's waiting room after the hold");
+    let ticket = set_cookie(&headers, "rempart_ticket").expect("a ticket from A");
+    let (status, _) = spawn_send(
+        login_post(&c, &b.url("/auth/login"), "0750001A", "admitted-on-b")
+            .header("Cookie", format!("rempart_ticket={ticket}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "B admits the ticket's bearer");
+
+    // The same ticket replayed on A, behind two newcomers: spent on B, it is a newcomer on A.
+    origin.reset();
+    let mut tasks = Vec::new();
+    for i in 0..2u64 {
+        tasks.push(spawn_send(login_post(
+            &c,
+            &a.url("/auth/login"),
+            "0750001A",
+            &format!("new-{i}"),
+        )));
+        wait_waiting(&a, i + 1);
+    }
+    let replay = spawn_send(
+        login_post(&c, &a.url("/auth/login"), "0750001A", "replay")
+            .header("Cookie", format!("rempart_ticket={ticket}")),
+    );
+    wait_waiting(&a, 3);
+    resume(&a);
+    let replay_status = replay.await.unwrap().0;
+    for t in tasks {
+        assert_eq!(t.await.unwrap().0, 200);
+    }
+    let order = login_order(&origin);
+    eprintln!("A's admissions after the ticket was spent on B: {order:?} (replay {replay_status})");
+    assert_eq!(replay_status, 200);
+    assert_eq!(
+        order,
+        ["new-0", "new-1", "replay"],
+        "a ticket spent on B keeps no early place on A"
+    );
+}
+
 /// The text of node `url`'s dashboard header line about the cluster, once `ready` holds in it
 /// (30 s at most); the text as it is otherwise.
 async fn cluster_line(

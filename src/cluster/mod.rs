@@ -51,7 +51,7 @@ pub fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {
 pub struct ClusterMetrics {
     pub store_up: IntGauge,
     pub nodes: IntGauge,
-    /// By operation: limit, ban, heartbeat, slots.
+    /// By operation: limit, ban, heartbeat, slots, ticket.
     pub round_trip: HistogramVec,
     pub errors: IntCounterVec,
     /// Decisions taken alone because the store was away: limit, queue.
@@ -115,7 +115,7 @@ impl ClusterMetrics {
         for what in ["limit", "queue"] {
             fallbacks.with_label_values(&[what]);
         }
-        for op in ["limit", "ban", "heartbeat", "slots"] {
+        for op in ["limit", "ban", "heartbeat", "slots", "ticket"] {
             errors.with_label_values(&[op]);
         }
         let limit_round_trip = round_trip.with_label_values(&["limit"]);

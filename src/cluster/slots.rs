@@ -83,6 +83,34 @@ return {allowed, counted}
     )
 });
 
+/// Claim a ticket's place for this node. KEYS[1]: the ticket's key. ARGV: node, ms the claim
+/// lasts (the ticket's life). 1: the place is this node's (now or already), 0: another node
+/// holds it (in line there, or admitted there: spent).
+static CLAIM: Lazy<redis::Script> = Lazy::new(|| {
+    redis::Script::new(
+        r"
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then return 1 end
+return 0
+",
+    )
+});
+
+/// Give a ticket's place back (its bearer left the line unadmitted). KEYS[1]: the ticket's key.
+/// ARGV: node.
+static UNCLAIM: Lazy<redis::Script> = Lazy::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+",
+    )
+});
+
 /// What the store last said of each queue on this node, for `/status`.
 #[derive(Default)]
 pub struct Slots {
@@ -143,6 +171,47 @@ impl Cluster {
             .unwrap_or_else(|p| p.into_inner())
             .insert(queue.to_string(), (allowed, held));
         Some(allowed)
+    }
+
+    /// A waiting-room ticket brought to this node: may its bearer take the early place it
+    /// carries? Some(false): another node has that place (its bearer in line there, or admitted
+    /// there: the ticket is spent), so the bearer is a newcomer here. None: the store is away
+    /// (this node's own rules decide).
+    pub async fn claim_ticket(&self, queue: &str, seq: u64, life: Duration) -> Option<bool> {
+        let mut conn = self.connection()?;
+        let mut call = CLAIM.prepare_invoke();
+        call.key(format!("{}{queue}:ticket:{seq}", self.keys.queue))
+            .arg(&self.settings.node_id)
+            .arg(life.as_millis().max(1) as u64);
+        let held: i64 = self
+            .call(
+                "ticket",
+                self.settings.timeout,
+                call.invoke_async(&mut conn),
+            )
+            .await?;
+        Some(held == 1)
+    }
+
+    /// A ticket's bearer left this node's line unadmitted (its hold ran out, or it went away):
+    /// the place may be taken on any node again. In the background.
+    pub fn unclaim_ticket(self: &Arc<Self>, queue: &str, seq: u64) {
+        let Some(mut conn) = self.connection() else {
+            return;
+        };
+        let key = format!("{}{queue}:ticket:{seq}", self.keys.queue);
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let mut call = UNCLAIM.prepare_invoke();
+            call.key(key).arg(&cluster.settings.node_id);
+            let _ = cluster
+                .call(
+                    "ticket",
+                    cluster.background_timeout(),
+                    call.invoke_async::<i64>(&mut conn),
+                )
+                .await;
+        });
     }
 
     /// A queue's line is blocked for want of a slot, or it holds slots it does not use: ask now.

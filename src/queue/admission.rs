@@ -513,6 +513,11 @@ impl QueueCore {
         }
     }
 
+    /// The store this queue shares its slots through, in a cluster.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
     /// Share this queue's slots with the other nodes through `cluster`.
     pub fn join_cluster(&self, cluster: Arc<Cluster>) {
         let _ = self.cluster.set(cluster);

@@ -218,7 +218,26 @@ impl LoginQueue {
         // The built-in waiting room's script asking for its place: answered by Rempart alone,
         // never sent upstream (a GET only: a request with a body is a real one).
         let poll = req.method == http::Method::GET && req.headers.contains_key(POLL_HEADER);
-        let ticket_seq = ticket.map(|t| t.seq);
+        let mut ticket_seq = ticket.map(|t| t.seq);
+        // In a cluster, a ticket's early place is taken on one node at a time, and once: a
+        // ticket in line or admitted on another node makes its bearer a newcomer here.
+        let cluster = self.core.cluster().filter(|_| !poll).cloned();
+        let mut claimed = None;
+        if let (Some(cluster), Some(seq)) = (&cluster, ticket_seq) {
+            match cluster
+                .claim_ticket(&self.name, seq, self.config.ticket_ttl)
+                .await
+            {
+                Some(true) => claimed = Some(seq),
+                Some(false) => ticket_seq = None,
+                None => {}
+            }
+        }
+        let give_back = |cluster: &Option<Arc<crate::cluster::Cluster>>| {
+            if let (Some(cluster), Some(seq)) = (cluster, claimed) {
+                cluster.unclaim_ticket(&self.name, seq);
+            }
+        };
         let arrival = Arrival {
             tenant: tenant.clone(),
             client: self.client_key(client_ip),
@@ -242,6 +261,7 @@ impl LoginQueue {
                 return Admission::Admitted;
             }
             Entry::Full => {
+                give_back(&cluster);
                 state.waited = Some(Duration::ZERO);
                 return Admission::Answer(waiting_room::queue_full(&self.name));
             }
@@ -274,7 +294,10 @@ impl LoginQueue {
         };
         state.waited = Some(started.elapsed());
         match outcome {
-            None => Admission::Gone,
+            None => {
+                give_back(&cluster);
+                Admission::Gone
+            }
             Some(Ok(slot)) if poll => {
                 drop(slot);
                 Admission::Answer(self.turn(ticket_seq, &tenant, state))
@@ -283,7 +306,10 @@ impl LoginQueue {
                 state.slot = Some(slot);
                 Admission::Admitted
             }
-            Some(Err(expired)) => Admission::Answer(self.waiting_room(&expired, &tenant, state)),
+            Some(Err(expired)) => {
+                give_back(&cluster);
+                Admission::Answer(self.waiting_room(&expired, &tenant, state))
+            }
         }
     }
 
