@@ -55,8 +55,8 @@ for i = 1, #held, 2 do
       local h = tonumber(held[i + 1]) or 0
       others = others + h
       local want = redis.call('HGET', KEYS[3], node)
-      if want then
-        local sep = string.find(want, ':', 1, true)
+      local sep = want and string.find(want, ':', 1, true)
+      if sep then
         local w = tonumber(string.sub(want, 1, sep - 1)) or 0
         local d = tonumber(string.sub(want, sep + 1)) or 0
         if d > h and w > 0 then
