@@ -197,3 +197,55 @@ fn risky_failover_settings_are_warned_about_but_accepted() {
     assert_eq!(code, 0);
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+/// `rempart -t -c FILE` from the repository root (as `make run` reads it), with what the cluster
+/// demo's script sets for each node and an admin token: (success, stdout and stderr).
+fn check_shipped(root: &std::path::Path, file: &str, runtime: &std::path::Path) -> (bool, String) {
+    let out = Command::new(rempart_bin().expect("the rempart binary"))
+        .current_dir(root)
+        .args(["-t", "-c", file])
+        .env("REMPART_NODE", "a")
+        .env("REMPART_LISTEN", "127.0.0.1:8080")
+        .env("REMPART_ADMIN", "127.0.0.1:9901")
+        .env("REMPART_RUNTIME_DIR", runtime)
+        .env("REMPART_CLUSTER_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("REMPART_ADMIN_TOKEN", "an-admin-token")
+        .output()
+        .expect("rempart -t runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The configurations in conf/ pass `rempart -t`: the demo, the cluster demo and the minimal
+/// example as they are; the two-datacenter example (written for an installed machine) with no
+/// error but the files it names under /etc and /var. (The package's is checked by deb.rs.)
+#[test]
+fn the_shipped_configurations_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the repository root")
+        .to_path_buf();
+    let runtime = tempfile::tempdir().expect("a directory");
+    for file in [
+        "conf/rempart.yaml",
+        "conf/cluster.yaml",
+        "conf/examples/minimal.yaml",
+    ] {
+        let (ok, said) = check_shipped(&root, file, runtime.path());
+        assert!(ok, "{file} is refused by rempart -t:\n{said}");
+    }
+    let file = "conf/examples/two-datacenters.yaml";
+    let (_, said) = check_shipped(&root, file, runtime.path());
+    for line in said.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            line.contains("\"/etc/rempart/") || line.contains("\"/var/log/rempart\""),
+            "{file}: an error other than a file of an installed machine: {line}\n{said}"
+        );
+    }
+}
