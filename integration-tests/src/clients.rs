@@ -559,3 +559,40 @@ where
         .await
         .map_err(|_| "no WebSocket echo within 5 s".to_string())?
 }
+
+/// The whole `Set-Cookie` line of cookie `name` among these answer headers.
+pub fn set_cookie_line(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_string)
+}
+
+/// The value of cookie `name` set among these answer headers.
+pub fn set_cookie(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    set_cookie_line(headers, name).and_then(|line| {
+        let (pair, _) = line.split_once(';').unwrap_or((&line, ""));
+        pair.split_once('=').map(|(_, v)| v.to_string())
+    })
+}
+
+/// Send a request in the background: the task gives the status (0 on a transport error) and
+/// the answer's headers. It never panics (requests still in line when a test ends are dropped
+/// with it).
+pub fn spawn_send(
+    rb: reqwest::RequestBuilder,
+) -> tokio::task::JoinHandle<(u16, reqwest::header::HeaderMap)> {
+    tokio::spawn(async move {
+        match rb.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let headers = r.headers().clone();
+                let _ = r.bytes().await;
+                (status, headers)
+            }
+            Err(_) => (0, reqwest::header::HeaderMap::new()),
+        }
+    })
+}

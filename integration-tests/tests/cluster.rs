@@ -232,42 +232,6 @@ fn login_post(c: &reqwest::Client, url: &str, uai: &str, test_id: &str) -> reqwe
         .body("username=eleve&password=secret")
 }
 
-/// Send a request in the background: (status, headers); status 0 on a transport error. It never
-/// panics (requests still in line when a test ends are dropped with it).
-fn spawn_send(
-    rb: reqwest::RequestBuilder,
-) -> tokio::task::JoinHandle<(u16, reqwest::header::HeaderMap)> {
-    tokio::spawn(async move {
-        match rb.send().await {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let headers = r.headers().clone();
-                let _ = r.bytes().await;
-                (status, headers)
-            }
-            Err(_) => (0, reqwest::header::HeaderMap::new()),
-        }
-    })
-}
-
-/// The `Set-Cookie` line of cookie `name` in these headers.
-fn set_cookie_line(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(str::to_string)
-}
-
-/// The value of cookie `name` set in these headers.
-fn set_cookie(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
-    set_cookie_line(headers, name).and_then(|line| {
-        let (pair, _) = line.split_once(';').unwrap_or((&line, ""));
-        pair.split_once('=').map(|(_, v)| v.to_string())
-    })
-}
-
 fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }

@@ -204,16 +204,6 @@ async fn websocket_echo() {
     assert_eq!(m, WsMessage::Binary(vec![0u8, 1, 2, 255].into()));
 }
 
-/// The cookie line `name=...` of a response, if set.
-fn set_cookie_line(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(str::to_string)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_outcome_and_session_cookie() {
     let o = Origin::start("ent", &["--login-cost", "150ms"]);
@@ -230,7 +220,7 @@ async fn login_outcome_and_session_cookie() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let line = set_cookie_line(&r, "ENTSESSION").expect("a session cookie");
+    let line = set_cookie_line(r.headers(), "ENTSESSION").expect("a session cookie");
     let (pair, attrs) = line.split_once(';').unwrap();
     let id = pair.strip_prefix("ENTSESSION=").unwrap();
     assert!(
@@ -244,7 +234,7 @@ async fn login_outcome_and_session_cookie() {
     // Another one (GET, no body): another session.
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let line2 = set_cookie_line(&r, "ENTSESSION").expect("a session cookie");
+    let line2 = set_cookie_line(r.headers(), "ENTSESSION").expect("a session cookie");
     assert_ne!(line, line2);
 
     // A wrong password, in a form or in JSON: 401, no cookie, and still the login cost.
@@ -298,8 +288,8 @@ async fn login_outcome_and_session_cookie() {
         .send()
         .await
         .unwrap();
-    assert!(set_cookie_line(&r, "SID").is_some());
-    assert!(set_cookie_line(&r, "ENTSESSION").is_none());
+    assert!(set_cookie_line(r.headers(), "SID").is_some());
+    assert!(set_cookie_line(r.headers(), "ENTSESSION").is_none());
     let none = Origin::start("none", &["--session-cookie", ""]);
     let r = c
         .get(format!("http://{}/auth/login", none.addr()))

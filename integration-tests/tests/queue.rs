@@ -74,28 +74,6 @@ fn login(c: &reqwest::Client, s: &Stack, uai: &str, ip: &str) -> reqwest::Reques
         .header("X-Forwarded-For", ip)
 }
 
-/// The value of cookie `name` set by this response.
-fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let (pair, _) = v.split_once(';').unwrap_or((v, ""));
-            let (k, val) = pair.split_once('=')?;
-            (k == name).then(|| val.to_string())
-        })
-}
-
-fn set_cookie_line(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(str::to_string)
-}
-
 /// Send a request in the background; the task returns (status, when it completed).
 fn spawn_send(rb: reqwest::RequestBuilder) -> tokio::task::JoinHandle<(u16, Instant)> {
     tokio::spawn(async move {
@@ -124,7 +102,7 @@ async fn waiting_room_answers_in_json_and_html_with_retry_after_and_a_ticket() {
         .parse()
         .unwrap();
     assert!(retry >= 1);
-    let ticket_line = set_cookie_line(&r, "rempart_ticket").expect("a ticket");
+    let ticket_line = set_cookie_line(r.headers(), "rempart_ticket").expect("a ticket");
     assert!(ticket_line.contains("HttpOnly") && ticket_line.contains("Max-Age=120"));
     let v: Value = r.json().await.unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
@@ -145,7 +123,7 @@ async fn waiting_room_answers_in_json_and_html_with_retry_after_and_a_ticket() {
         .unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
-    assert!(set_cookie(&r, "rempart_ticket").is_some());
+    assert!(set_cookie(r.headers(), "rempart_ticket").is_some());
     let ctype = r.headers()["content-type"].to_str().unwrap().to_string();
     assert!(ctype.starts_with("text/html"), "{ctype}");
     let html = r.text().await.unwrap();
@@ -184,7 +162,7 @@ async fn a_ticket_keeps_its_place_and_forged_or_foreign_ones_are_ignored() {
     // T waits its hold out and leaves with a ticket.
     let r = login(&c, &s, "A", "10.1.2.3").send().await.unwrap();
     assert_eq!(r.status(), 503);
-    let ticket = set_cookie(&r, "rempart_ticket").expect("a ticket");
+    let ticket = set_cookie(r.headers(), "rempart_ticket").expect("a ticket");
     let mut tampered = ticket.clone().into_bytes();
     let i = tampered.len() / 3;
     tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
@@ -234,12 +212,12 @@ async fn a_pass_goes_first_and_pause_resume() {
     // An admitted login gets a pass.
     let r = login(&c, &s, "A", "10.1.2.3").send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let line = set_cookie_line(&r, "rempart_pass").expect("a pass on the admitted answer");
+    let line = set_cookie_line(r.headers(), "rempart_pass").expect("a pass on the admitted answer");
     assert!(
         line.contains("Max-Age=600") && line.contains("HttpOnly"),
         "{line}"
     );
-    let pass = set_cookie(&r, "rempart_pass").unwrap();
+    let pass = set_cookie(r.headers(), "rempart_pass").unwrap();
     let _ = r.bytes().await;
 
     pause(&s);
@@ -421,7 +399,7 @@ async fn over_http2_a_reset_stream_leaves_the_line_and_admission_works() {
     let r = h2.get(&url).header("X-ENT-UAI", "A").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
-    let pass = set_cookie_line(&r, "rempart_pass").expect("a pass over HTTP/2");
+    let pass = set_cookie_line(r.headers(), "rempart_pass").expect("a pass over HTTP/2");
     assert!(
         pass.contains("; Secure"),
         "over TLS the cookie is Secure: {pass}"
@@ -443,17 +421,20 @@ async fn a_pass_only_for_a_success_answer() {
     let c = client();
     let r = c.get(s.url("/status/500")).send().await.unwrap();
     assert_eq!(r.status(), 500);
-    assert!(set_cookie(&r, "rempart_pass").is_none(), "no pass on a 5xx");
+    assert!(
+        set_cookie(r.headers(), "rempart_pass").is_none(),
+        "no pass on a 5xx"
+    );
     let r = c.get(s.url("/status/404")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert!(
-        set_cookie(&r, "rempart_pass").is_none(),
+        set_cookie(r.headers(), "rempart_pass").is_none(),
         "no pass on a 4xx (a wrong password is no login)"
     );
     let r = c.get(s.url("/status/200")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(
-        set_cookie(&r, "rempart_pass").is_some(),
+        set_cookie(r.headers(), "rempart_pass").is_some(),
         "a 2xx earns a pass (the default pass.on_status)"
     );
     // Slots are released when the request's log line is written, just after the answer.

@@ -44,24 +44,6 @@ fn client_from(ip: &str) -> reqwest::Client {
         .expect("build the HTTP client")
 }
 
-/// The value of cookie `name` set by this response.
-fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
-    set_cookie_line(r, name).and_then(|line| {
-        let (pair, _) = line.split_once(';').unwrap_or((&line, ""));
-        pair.split_once('=').map(|(_, v)| v.to_string())
-    })
-}
-
-/// The whole `Set-Cookie` line of cookie `name`.
-fn set_cookie_line(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(str::to_string)
-}
-
 /// An answer read from a raw connection.
 #[derive(Debug, Clone)]
 struct Resp {
@@ -297,25 +279,6 @@ fn wait_logins(o: &Origin, n: usize, timeout: Duration) -> Vec<String> {
             "the origin received fewer than {n} logins within {timeout:?}: {:?}",
             login_order(o)
         )
-    })
-}
-
-/// Send a request in the background; the task gives the status (0 on a transport error) and
-/// the answer's headers. It never panics (queued requests may still be waiting when a test
-/// ends and drops everything).
-fn spawn_send(
-    rb: reqwest::RequestBuilder,
-) -> tokio::task::JoinHandle<(u16, reqwest::header::HeaderMap)> {
-    tokio::spawn(async move {
-        match rb.send().await {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let headers = r.headers().clone();
-                let _ = r.bytes().await;
-                (status, headers)
-            }
-            Err(_) => (0, reqwest::header::HeaderMap::new()),
-        }
     })
 }
 
@@ -621,18 +584,18 @@ async fn a_failed_login_earns_no_pass_and_a_session_cookie_earns_one() {
     let r = login("wrong").await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(
-        set_cookie_line(&r, "rempart_pass").is_none(),
+        set_cookie_line(r.headers(), "rempart_pass").is_none(),
         "a 401 must not earn a pass: {:?}",
-        set_cookie_line(&r, "rempart_pass")
+        set_cookie_line(r.headers(), "rempart_pass")
     );
     // The right one: 200 with the session cookie, and a pass.
     let r = login("secret").await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(
-        set_cookie(&r, "ENTSESSION").is_some(),
+        set_cookie(r.headers(), "ENTSESSION").is_some(),
         "the origin's session"
     );
-    let pass = set_cookie_line(&r, "rempart_pass")
+    let pass = set_cookie_line(r.headers(), "rempart_pass")
         .expect("a 200 that sets ENTSESSION earns a pass (on_cookie: ENTSESSION)");
     assert!(pass.contains("Max-Age=600"), "ttl: 10m: {pass}");
     // A 200 without the session cookie: no pass.
@@ -643,9 +606,9 @@ async fn a_failed_login_earns_no_pass_and_a_session_cookie_earns_one() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(set_cookie(&r, "ENTSESSION").is_none());
+    assert!(set_cookie(r.headers(), "ENTSESSION").is_none());
     assert!(
-        set_cookie_line(&r, "rempart_pass").is_none(),
+        set_cookie_line(r.headers(), "rempart_pass").is_none(),
         "on_cookie: ENTSESSION: a 200 without it earns nothing"
     );
 
@@ -666,7 +629,7 @@ async fn a_failed_login_earns_no_pass_and_a_session_cookie_earns_one() {
             .unwrap();
         assert_eq!(r.status().as_u16(), code);
         assert_eq!(
-            set_cookie_line(&r, "rempart_pass").is_some(),
+            set_cookie_line(r.headers(), "rempart_pass").is_some(),
             earns,
             "pass on a {code} with the default on_status (2xx and 3xx only)"
         );
@@ -689,7 +652,7 @@ async fn a_pass_holder_with_random_usernames_takes_at_most_its_share() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let pass = set_cookie(&r, "rempart_pass").expect("a pass after a successful login");
+    let pass = set_cookie(r.headers(), "rempart_pass").expect("a pass after a successful login");
     let _ = r.bytes().await;
     s.dc_a[0].reset();
 
@@ -1360,7 +1323,7 @@ async fn ticket_after_four_others(s: &Stack) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 503, "the waiting room after the hold");
-    let ticket = set_cookie(&r, "rempart_ticket").expect("a ticket with the waiting room");
+    let ticket = set_cookie(r.headers(), "rempart_ticket").expect("a ticket with the waiting room");
     for t in before {
         assert_eq!(t.await.unwrap().0, 503);
     }
@@ -1472,7 +1435,7 @@ async fn one_ticket_holds_one_place() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
-    let ticket = set_cookie(&r, "rempart_ticket").expect("a ticket");
+    let ticket = set_cookie(r.headers(), "rempart_ticket").expect("a ticket");
     // Two later arrivals.
     let mut later = Vec::new();
     for i in 0..2u64 {
