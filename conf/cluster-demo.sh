@@ -22,7 +22,7 @@ for bin in "$rempart" "$origin"; do
   fi
 done
 
-port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+. conf/demo-lib.sh   # port_taken, stop, wait_http
 for port in 6390 18081 18082 18083 8080 8081 9901 9902; do
   if port_taken "$port"; then
     echo "cluster demo: port $port is already in use (another demo still running?)" >&2
@@ -32,16 +32,6 @@ done
 
 work=$(mktemp -d /tmp/rempart-cluster-demo.XXXXXX)
 pids=()
-stop() { # SIGNAL PID: signal, wait up to 5s, then SIGKILL
-  kill -0 "$2" 2>/dev/null || return 0
-  kill "-$1" "$2" 2>/dev/null || true
-  for _ in $(seq 50); do
-    kill -0 "$2" 2>/dev/null || { wait "$2" 2>/dev/null || true; return 0; }
-    sleep 0.1
-  done
-  kill -KILL "$2" 2>/dev/null || true
-  wait "$2" 2>/dev/null || true
-}
 cleanup() {
   trap - EXIT
   trap "" INT TERM
@@ -53,14 +43,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-wait_http() { # URL SECONDS
-  local deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; do
-    if [ "$SECONDS" -ge "$deadline" ]; then return 1; fi
-    sleep 0.2
-  done
-}
 
 # The store: Debian's redis-server, on loopback only, nothing written to disk.
 mkdir -p "$work/store"

@@ -21,7 +21,7 @@ for bin in "$rempart" "$origin"; do
   fi
 done
 
-port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+. conf/demo-lib.sh   # port_taken, stop, wait_http
 for port in 18081 18082 18083 8080 8443 9901; do
   if port_taken "$port"; then
     echo "demo: port $port is already in use (another demo still running?)" >&2
@@ -37,16 +37,6 @@ fi
 
 pids=()
 rempart_pid=
-stop() { # SIGNAL PID: signal, wait up to 5s, then SIGKILL
-  kill -0 "$2" 2>/dev/null || return 0
-  kill "-$1" "$2" 2>/dev/null || true
-  for _ in $(seq 50); do
-    kill -0 "$2" 2>/dev/null || { wait "$2" 2>/dev/null || true; return 0; }
-    sleep 0.1
-  done
-  kill -KILL "$2" 2>/dev/null || true
-  wait "$2" 2>/dev/null || true
-}
 cleanup() {
   trap - EXIT
   trap "" INT TERM   # a second Ctrl-C must not cut the clean-up short
@@ -67,13 +57,6 @@ start_origin dc-a-1 18081
 start_origin dc-a-2 18083
 start_origin dc-b-1 18082
 
-wait_http() { # URL SECONDS
-  local deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; do
-    if [ "$SECONDS" -ge "$deadline" ]; then return 1; fi
-    sleep 0.2
-  done
-}
 for port in 18081 18083 18082; do
   wait_http "http://127.0.0.1:$port/healthz" 10 || { echo "demo: origin on :$port did not start" >&2; exit 1; }
 done
