@@ -216,11 +216,7 @@ const MAX_CLIENT_TEXT: usize = 64;
 
 /// A ban's address text as kept in memory: at most [`MAX_CLIENT_TEXT`] bytes.
 fn clip(text: &str) -> String {
-    let mut end = text.len().min(MAX_CLIENT_TEXT);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+    crate::telemetry::clip(text, MAX_CLIENT_TEXT).into_owned()
 }
 
 /// The bound of the ban list in this node's configuration.
