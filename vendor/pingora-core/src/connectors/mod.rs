@@ -360,7 +360,9 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // [Rempart patch 3] Boxed: connecting (TCP, then TLS) is the large part of this
+            // future; inline, every request's future carries its state, reused connection or not.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
