@@ -25,7 +25,7 @@ use crate::answer::{Answer, Page, Reason};
 use crate::forwarded::{self, RequestIds, X_REQUEST_ID};
 use crate::pages::Builtin;
 use crate::runtime::Runtime;
-use crate::telemetry::{clip, rfc3339_now, AccessRecord, LOGGED_HOST_BYTES, LOGGED_PATH_BYTES};
+use crate::telemetry::AccessRecord;
 use crate::upstream::retry::{self, RetryKind};
 use crate::upstream::{Choice, Outcome};
 
@@ -682,21 +682,18 @@ impl ProxyHttp for RempartProxy {
             .zip(ctx.datacenter)
             .and_then(|(u, dc)| u.datacenters.get(dc))
             .map_or("", |dc| dc.name.as_str());
-        let server = ctx.tried.last().map(|a| a.to_string()).unwrap_or_default();
-        let client_ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let req = session.req_header();
-        let ts = rfc3339_now();
         let record = AccessRecord {
-            ts: &ts,
-            client_ip: &client_ip,
+            time: std::time::SystemTime::now(),
+            client_ip: ctx.client_ip,
             method: req.method.as_str(),
-            host: &clip(&ctx.host, LOGGED_HOST_BYTES),
-            path: &clip(req.uri.path(), LOGGED_PATH_BYTES),
+            host: &ctx.host,
+            path: req.uri.path(),
             status,
             route: route.map_or("", |r| r.route.name.as_str()),
             upstream: upstream.map_or("", |u| u.name.as_str()),
             datacenter,
-            server: &server,
+            server: ctx.tried.last().copied(),
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream_ms: ctx.upstream_ms,
             queue_ms: ctx.queue_ms,

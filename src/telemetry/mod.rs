@@ -1,4 +1,9 @@
-//! Telemetry: the Prometheus registry with every `rempart_` series, and the JSON access log.
+//! Telemetry: the Prometheus registry with every `rempart_` series, and the JSON access log
+//! (its line: `line`).
+
+mod line;
+
+pub use line::AccessRecord;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -9,8 +14,6 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use serde::Serialize;
-
 use crate::config::AccessLogTarget;
 
 /// Buckets of `rempart_request_duration_seconds`, from 1 ms to 30 s.
@@ -314,32 +317,6 @@ impl RouteMetrics {
     }
 }
 
-/// One access-log line. Query strings and cookies are never part of it.
-#[derive(Serialize)]
-pub struct AccessRecord<'a> {
-    pub ts: &'a str,
-    pub client_ip: &'a str,
-    pub method: &'a str,
-    pub host: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    pub route: &'a str,
-    pub upstream: &'a str,
-    pub datacenter: &'a str,
-    pub server: &'a str,
-    pub duration_ms: f64,
-    pub upstream_ms: Option<f64>,
-    pub queue_ms: Option<f64>,
-    pub retries: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'a str>,
-    /// The limit that refused the request (reason `rate_limited`), or that would have in
-    /// dry_run.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<&'a str>,
-    pub request_id: &'a str,
-}
-
 /// Lines waiting for the writer before new ones are dropped (and counted).
 const ACCESS_LOG_BACKLOG: usize = 65_536;
 /// Bytes of lines waiting for the writer before new ones are dropped (and counted).
@@ -400,11 +377,7 @@ impl AccessLog {
         let Some(sender) = &self.sender else {
             return true;
         };
-        let mut line = match serde_json::to_string(record) {
-            Ok(line) => line,
-            Err(_) => return false,
-        };
-        line.push('\n');
+        let line = record.to_line();
         let len = line.len();
         if self.queued.fetch_add(len, Ordering::AcqRel) + len > ACCESS_LOG_BUFFER_BYTES {
             self.queued.fetch_sub(len, Ordering::AcqRel);
@@ -563,8 +536,8 @@ mod tests {
         let log = AccessLog::new(AccessLogTarget::Stdout);
         let path = "p".repeat(LOGGED_PATH_BYTES);
         let record = AccessRecord {
-            ts: "t",
-            client_ip: "",
+            time: std::time::SystemTime::now(),
+            client_ip: None,
             method: "GET",
             host: "",
             path: &path,
@@ -572,7 +545,7 @@ mod tests {
             route: "",
             upstream: "",
             datacenter: "",
-            server: "",
+            server: None,
             duration_ms: 0.0,
             upstream_ms: None,
             queue_ms: None,
