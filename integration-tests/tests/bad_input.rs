@@ -327,32 +327,19 @@ async fn bad_chunk_size_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_requests_are_answered_in_order_or_the_connection_closed() {
-    // The counterpart of the smuggling tests: legitimate pipelining is not broken.
+async fn pipelined_requests_are_all_answered_in_order() {
+    // The counterpart of the smuggling tests: legitimate pipelining is not broken. Every
+    // request of a pipeline sent in one write is answered, in order (as NGINX does): the head
+    // after the first waits for its turn instead of being read as part of the first request.
     let s = Stack::start(1, 0, |_| {});
     let req = b"GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p2 HTTP/1.1\r\nHost: x\r\n\r\nGET /p3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let a = send_and_wait_close(&s, req).await;
-    let statuses = a.statuses();
-    // RFC 9112 9.3.2 lets a server close instead of serving the rest of a pipeline: the client
-    // then retries what was not answered. What must never happen: an error, a hang, or answers
-    // that do not match the requests in order.
-    assert!(
-        !statuses.is_empty() && statuses.iter().all(|s| *s == 200),
-        "three pipelined GETs: {}",
-        a.describe()
-    );
-    if statuses.len() < 3 {
-        assert!(
-            a.closed,
-            "only {} of 3 pipelined requests answered and the connection left open: {}",
-            statuses.len(),
-            a.describe()
-        );
-    }
+    // The echo's JSON body has no final newline: the next status line follows it directly.
+    let answered = a.text().matches("HTTP/1.1 200 OK\r\n").count();
+    assert_eq!(answered, 3, "three pipelined GETs: {}", a.describe());
     let t = a.text();
     let pos: Vec<Option<usize>> = ["\"/p1\"", "\"/p2\"", "\"/p3\""]
         .iter()
-        .take(statuses.len())
         .map(|p| t.find(p))
         .collect();
     assert!(
@@ -362,8 +349,8 @@ async fn pipelined_requests_are_answered_in_order_or_the_connection_closed() {
     );
     let st = s.dc_a[0].stats();
     assert_eq!(
-        st.requests_excluding_health() as usize,
-        statuses.len(),
+        st.requests_excluding_health(),
+        3,
         "the origin served {:?}",
         st.by_path
     );

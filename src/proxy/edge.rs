@@ -165,6 +165,9 @@ impl ServerApp for Edge {
                 return None;
             }
             let mut session = ServerSession::new_http1(guard);
+            // Pipelined requests are served in order: what pingora reads past a request's end
+            // comes back in its persistent settings, and goes back to the guard below.
+            session.set_pipelining_enabled(true);
             match persisted.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
                 None => session.set_keepalive_reuses_remaining(
@@ -183,9 +186,12 @@ impl ServerApp for Edge {
                 self.proxy.process_new_http(session, shutdown),
             )
             .await;
-            let (stream, next) = served?.consume();
-            persisted = next;
+            let (stream, mut next) = served?.consume();
             guard = guard::from_stream(stream)?;
+            if let Some(prefix) = next.as_mut().and_then(|n| n.take_pipelined_prefix()) {
+                guard.unread(&prefix);
+            }
+            persisted = next;
             first = false;
         }
     }

@@ -364,6 +364,15 @@ impl Guard {
         }
     }
 
+    /// HTTP/1: bytes of the next request that pingora read with the previous one (a pipelined
+    /// request), put back in front of the stash, where the next `wait_request` scans them as
+    /// any head: with its deadline and its size limit.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        if let Protocol::H1 { stash, .. } = &mut self.protocol {
+            stash.splice(0..0, bytes.iter().copied());
+        }
+    }
+
     /// Scan the stashed bytes from `from` on (they just arrived); false when the connection is
     /// to be closed.
     fn scan_from(&mut self, from: usize) -> bool {

@@ -148,6 +148,14 @@ impl HttpPersistentSettings {
         self.pipelined_prefix = Some(prefix);
     }
 
+    /// [Rempart patch 4] Take the pipelined-prefix bytes (the start of the next request read
+    /// with this one), so that an application that reads request heads itself before handing
+    /// them to a session (Rempart's connection guard) can put them back in front of the
+    /// stream instead of the session's parser.
+    pub fn take_pipelined_prefix(&mut self) -> Option<BytesMut> {
+        self.pipelined_prefix.take()
+    }
+
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,
