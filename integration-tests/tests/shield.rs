@@ -1,7 +1,8 @@
 //! The abuse shield with distinct client addresses (SPEC section 5): a flooder among browsing
 //! pupils is held to its limit and then banned, the ban is lifted through the admin API;
 //! dry_run counts without refusing; a per-account `form:` limit stops one username tried from
-//! many addresses; `X-Forwarded-For` counts only from trusted proxies.
+//! many addresses; `X-Forwarded-For` counts only from trusted proxies; a banned address is
+//! refused on every request of a pipeline, whatever it sends, and nothing reaches the origin.
 //!
 //! Clients bind distinct loopback sources (127.0.0.x). Every loop is bounded in count and time;
 //! no assertion depends on how fast the machine is, except upper bounds computed from the time
@@ -167,6 +168,133 @@ async fn a_flooder_is_held_to_its_limit_then_banned_while_twenty_others_browse()
     let st = flooder.get(s.url("/after")).send().await.unwrap().status();
     assert_ne!(st, 403, "the ban was lifted");
     assert_eq!(s.rempart.admin_json("/bans")["bans"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_address_is_refused_on_every_request_of_a_pipeline() {
+    let s = Stack::start(1, 0, |y| {
+        y.routes = "  - name: default\n    match: { path_prefix: / }\n    upstream: ent\n    limits: [per_ip]\n".into();
+        y.extra = "limits:\n  per_ip: { key: client_ip, rate: 1/h, burst: 1 }\nshield:\n  ban: { after: 1, within: 1m, for: 1h }\n".into();
+    });
+    // 127.0.0.1 (whose first request the stack's start may have spent) is refused once, and
+    // that refusal bans it.
+    let attacker = client_from("127.0.0.1");
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let st = attacker
+            .get(s.url(&format!("/try/{i}")))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        statuses.push(st.as_u16());
+        if st.as_u16() == 403 {
+            break;
+        }
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&403),
+        "refused, then banned: {statuses:?}"
+    );
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let before = s.dc_a[0].stats().requests_excluding_health();
+    let banned_before = metric(&s, "rempart_responses_generated_total{reason=\"banned\"}");
+    assert_eq!(banned_before, Some(1.0));
+
+    // The attacker pipelines three requests in one write on a keep-alive connection: a GET, a
+    // HEAD and a GET asking for JSON that closes. Each gets its own 403, in order, the HEAD's
+    // without a body; the connection closes after the third as it asked.
+    let pipeline = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c?q=1 HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nConnection: close\r\n\r\n";
+    let a = raw_exchange(s.ports.http, pipeline, Duration::from_secs(5))
+        .await
+        .expect("the pipeline is answered");
+    assert_eq!(a.statuses(), vec![403, 403, 403], "{}", a.describe());
+    assert!(a.closed, "Connection: close is honoured: {}", a.describe());
+    let text = a.text();
+    let answers: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 3, "{}", a.describe());
+    for answer in &answers {
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let retry_after: u64 = head
+            .lines()
+            .find_map(|l| l.strip_prefix("retry-after: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("a Retry-After: {answer:?}"));
+        assert!(retry_after > 3000, "an hour's ban: {retry_after}");
+    }
+    assert!(
+        answers[0].ends_with("for a while.\n"),
+        "a text body: {:?}",
+        answers[0]
+    );
+    assert!(
+        answers[1].ends_with("\r\n\r\n"),
+        "no body for HEAD: {:?}",
+        answers[1]
+    );
+    let json = answers[2].split("\r\n\r\n").nth(1).unwrap_or("");
+    let value: serde_json::Value = serde_json::from_str(json).expect("a JSON body");
+    assert_eq!(value["reason"], "banned");
+
+    // A POST with a body: refused, and the connection closed rather than its body being read
+    // as the next request (the body here is a request of its own).
+    let smuggled = b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 31\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let a = raw_exchange(s.ports.http, smuggled, Duration::from_secs(5))
+        .await
+        .expect("the POST is answered");
+    assert_eq!(a.statuses(), vec![403], "{}", a.describe());
+    assert!(a.closed, "{}", a.describe());
+
+    // Another address is served meanwhile, and the origin saw only what was let through.
+    let other = client_from("127.0.0.20");
+    let st = other.get(s.url("/other")).send().await.unwrap().status();
+    assert_eq!(st.as_u16(), 200);
+    let origin = s.dc_a[0].stats();
+    assert_eq!(
+        origin.requests_excluding_health(),
+        before + 1,
+        "{:?}",
+        origin.by_path
+    );
+    assert_eq!(origin.path("/smuggled"), 0);
+
+    // Every refusal counted and logged as the pipeline counts and logs a ban.
+    assert_eq!(
+        metric(&s, "rempart_responses_generated_total{reason=\"banned\"}"),
+        Some(5.0),
+        "the ban that was seen first, the three of the pipeline and the POST"
+    );
+    assert_eq!(
+        metric(
+            &s,
+            "rempart_requests_total{route=\"default\",status=\"403\"}"
+        ),
+        Some(5.0)
+    );
+    let logged = poll_until(Duration::from_secs(3), || {
+        let lines = s.rempart.access_log_lines();
+        let banned: Vec<_> = lines
+            .iter()
+            .filter(|l| l["reason"] == "banned")
+            .cloned()
+            .collect();
+        (banned.len() == 5).then_some(banned)
+    })
+    .expect("five access-log lines with reason banned");
+    let pipelined = logged
+        .iter()
+        .find(|l| l["path"] == "/c")
+        .expect("the third request of the pipeline logged, without its query");
+    assert_eq!(pipelined["client_ip"], "127.0.0.1");
+    assert_eq!(pipelined["status"], 403);
+    assert_eq!(pipelined["route"], "default");
+    assert_eq!(pipelined["method"], "GET");
+    assert_eq!(pipelined["request_id"].as_str().map(str::len), Some(32));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,11 @@ pub(super) fn request_host(req: &RequestHeader) -> String {
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
+    host_of(raw)
+}
+
+/// A `Host` value (or an authority) lowercase and without its port.
+pub(super) fn host_of(raw: &str) -> String {
     let without_port = if raw.starts_with('[') {
         // [v6]:port
         raw.split_once(']').map_or(raw, |(h, _)| h)

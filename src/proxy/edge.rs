@@ -16,7 +16,10 @@ use pingora::protocols::{GetSocketDigest, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
-use crate::forwarded::canonical;
+use tokio::io::AsyncWriteExt;
+
+use super::early;
+use crate::forwarded::{canonical, RequestIds};
 use crate::proxy::RempartProxy;
 use crate::runtime::Runtime;
 use crate::shield::guard::{self, Guard};
@@ -31,6 +34,8 @@ pub struct EdgeListener {
 /// Serves every request of a connection with the proxy, counting the connection while open.
 pub struct Edge {
     proxy: Arc<HttpProxy<RempartProxy>>,
+    /// Ids of the requests answered early (`early`).
+    request_ids: RequestIds,
     runtime: Arc<Runtime>,
     listeners: Vec<EdgeListener>,
 }
@@ -43,6 +48,7 @@ impl Edge {
     ) -> Self {
         Edge {
             proxy: Arc::new(proxy),
+            request_ids: RequestIds::new(),
             runtime,
             listeners,
         }
@@ -143,8 +149,9 @@ impl ServerApp for Edge {
         // Known by its peer address while open, so that a request or a reload can end it.
         let shield_state = self.runtime.shield_state.clone();
         let h2 = guard.is_h2();
+        let peer_address = stream_peer(&guard);
         let _registered =
-            stream_peer(&guard).map(|peer| shield_state.guards.register(peer, control.clone(), h2));
+            peer_address.map(|peer| shield_state.guards.register(peer, control.clone(), h2));
         if guard.is_h2() {
             // HTTP/2: pingora's connection handling, the guard watching its frames.
             let _ = control;
@@ -163,6 +170,19 @@ impl ServerApp for Edge {
         loop {
             if !guard.wait_request(first, shutdown).await {
                 return None;
+            }
+            first = false;
+            // A banned client is answered from its head, without a pingora session.
+            let early = guard.complete_head().and_then(|head| {
+                early::answer(&self.runtime, &self.request_ids, head, peer_address)
+            });
+            if let Some(early) = early {
+                guard.answered_head();
+                let written = guard.write_all(&early.bytes).await.and(guard.flush().await);
+                if written.is_err() || early.close {
+                    return None;
+                }
+                continue;
             }
             let mut session = ServerSession::new_http1(guard);
             // Pipelined requests are served in order: what pingora reads past a request's end
@@ -192,7 +212,6 @@ impl ServerApp for Edge {
                 guard.unread(&prefix);
             }
             persisted = next;
-            first = false;
         }
     }
 

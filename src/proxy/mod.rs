@@ -3,6 +3,7 @@
 
 mod classify;
 mod context;
+mod early;
 pub mod edge;
 
 use classify::{body_fits_replay_buffer, head_bytes, is_tls, outcome_of, reason_of, request_host};

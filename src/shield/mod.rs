@@ -65,6 +65,13 @@ fn field_keys(fields: Vec<keys::Field>, hasher: &KeyHasher, out: &mut Vec<(u64, 
     }
 }
 
+/// The answer to a banned client: 403 `banned`, and when to come back.
+pub fn banned_answer(left: Duration) -> Answer {
+    let mut answer = Answer::new(Reason::Banned);
+    answer.retry_after = Some(left.as_secs().max(1));
+    answer
+}
+
 /// One key of a request under one limit, as `Shield::admit` decides it.
 struct Keyed<'a> {
     limit: &'a CompiledLimit,
@@ -256,6 +263,15 @@ impl Shield {
         !self.allow.is_empty() && self.allow.iter().any(|net| net.contains(&ip))
     }
 
+    /// The ban in force for a client address (none for an address of `shield.allow`): the
+    /// time it has left.
+    pub fn ban_in_force(&self, client_ip: IpAddr) -> Option<Duration> {
+        if self.allowed(client_ip) {
+            return None;
+        }
+        self.state.bans.banned(self.client_key(client_ip))
+    }
+
     /// The client_ip key of an address under this generation.
     pub fn client_key(&self, ip: IpAddr) -> u64 {
         ip_key(ip, self.ipv6_prefix, &self.state.hasher)
@@ -310,9 +326,7 @@ impl Shield {
         }
         let client_key = self.client_key(client_ip);
         if let Some(left) = self.state.bans.banned(client_key) {
-            let mut answer = Answer::new(Reason::Banned);
-            answer.retry_after = Some(left.as_secs().max(1));
-            return Some(answer);
+            return Some(banned_answer(left));
         }
         if route_limits.is_empty() {
             return None;

@@ -364,6 +364,42 @@ impl Guard {
         }
     }
 
+    /// HTTP/1: the complete request head waiting to be handed over, if there is one.
+    pub fn complete_head(&self) -> Option<&[u8]> {
+        match &self.protocol {
+            Protocol::H1 {
+                scanner,
+                stash,
+                complete: true,
+                delivered: false,
+            } => stash.get(..scanner.bytes()),
+            _ => None,
+        }
+    }
+
+    /// HTTP/1: the complete head was answered by the edge itself: it leaves the stash (what
+    /// followed it stays, for the next request) and the connection is between requests, as
+    /// after a request served by pingora.
+    pub fn answered_head(&mut self) {
+        if let Protocol::H1 {
+            scanner,
+            stash,
+            complete: true,
+            delivered: false,
+        } = &mut self.protocol
+        {
+            let bytes = scanner.bytes().min(stash.len());
+            stash.drain(..bytes);
+            if stash.is_empty() {
+                *stash = Vec::new();
+            }
+            self.control.phase.store(BODY, Ordering::Release);
+            self.count_head(false);
+            self.deadline = None;
+            self.served = true;
+        }
+    }
+
     /// HTTP/1: bytes of the next request that pingora read with the previous one (a pipelined
     /// request), put back in front of the stash, where the next `wait_request` scans them as
     /// any head: with its deadline and its size limit.

@@ -1,0 +1,262 @@
+//! Early answers: a banned client's HTTP/1 request is answered by the edge from its head
+//! alone, before pingora parses it into a session. A flood from a banned address then costs a
+//! head parse into a stack array and one write per request instead of a whole proxy session.
+//!
+//! The answer is the one the pipeline gives (`banned`, 403, `Retry-After`, the same body), with
+//! the same metrics and access-log line. It is given only when the pipeline would have reached
+//! the ban check: any request the pipeline would answer otherwise first (a denied address, an
+//! oversized or malformed head, a path refused by normalisation, no route, an allowed address)
+//! or that this reader does not handle (HTTP/1.0, chunked bodies, absolute-form targets, more
+//! than `MAX_HEADERS` headers) goes to pingora as before.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BufMut;
+use http::Method;
+
+use super::classify::host_of;
+use crate::forwarded::{self, RequestIds, X_REQUEST_ID};
+use crate::runtime::{Runtime, Snapshot};
+use crate::shield::banned_answer;
+use crate::telemetry::AccessRecord;
+
+/// Headers a head may have to be answered early (more go to pingora, which takes up to 256).
+const MAX_HEADERS: usize = 64;
+
+/// An answer written by the edge.
+pub struct EarlyAnswer {
+    /// The response, head and body, as it goes on the wire.
+    pub bytes: Vec<u8>,
+    /// Close the connection after it (a body left unread, `Connection: close`, a drain).
+    pub close: bool,
+}
+
+/// The request's parts the answer needs, borrowed from the head.
+struct Head<'h> {
+    method: Method,
+    path: &'h str,
+    host: Option<&'h str>,
+    accept: Option<&'h [u8]>,
+    accept_language: Option<&'h [u8]>,
+    request_id: Option<&'h [u8]>,
+    content_length: Option<u64>,
+    wants_close: bool,
+}
+
+/// The early answer to this head, if the client is banned and the pipeline would have reached
+/// the ban check. `head` is a complete HTTP/1 request head (leading empty lines allowed).
+pub fn answer(
+    runtime: &Runtime,
+    request_ids: &RequestIds,
+    head: &[u8],
+    peer: Option<SocketAddr>,
+) -> Option<EarlyAnswer> {
+    // No ban in force (the usual case): nothing to look at, no snapshot loaded.
+    if runtime.shield_state.bans.active() == 0 {
+        return None;
+    }
+    let started = Instant::now();
+    let peer_ip = forwarded::canonical(peer?.ip());
+    let snapshot = runtime.load();
+    let shield = &snapshot.shield;
+    let server = &snapshot.config.server;
+    let peer_trusted = forwarded::is_trusted(peer_ip, &server.trusted_proxies);
+    if !peer_trusted {
+        // The client is the peer: its ban is known before the head is read.
+        shield.ban_in_force(peer_ip)?;
+    }
+
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    match request.parse(&head[start..]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return None,
+    }
+    if request.version != Some(1) || head.len() > server.max_header_bytes {
+        return None;
+    }
+    let client_ip = if peer_trusted {
+        let xff = request
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|h| h.value);
+        forwarded::client_ip(peer_ip, xff, &server.trusted_proxies)
+    } else {
+        peer_ip
+    };
+    if shield.denied(peer_ip) || shield.denied(client_ip) {
+        return None;
+    }
+    let left = shield.ban_in_force(client_ip)?;
+    let parsed = read_head(&request)?;
+    if parsed
+        .content_length
+        .is_some_and(|len| len > server.max_body_bytes)
+    {
+        return None;
+    }
+    let raw_path = parsed.path.split('?').next().unwrap_or("");
+    let normalized = crate::path::normalize(raw_path, server.path_normalization).ok()?;
+    let host = host_of(parsed.host.unwrap_or(""));
+    let route = snapshot.route(&host, &normalized.route_key, &parsed.method)?;
+
+    let mut answer = banned_answer(left);
+    let has_body = parsed.content_length.is_some_and(|len| len > 0);
+    answer.close = has_body || parsed.wants_close || runtime.is_draining();
+    let (head_out, body) = answer.render(parsed.accept, parsed.accept_language).ok()?;
+    let mut bytes = Vec::with_capacity(256 + body.len());
+    let status = head_out.status;
+    bytes.extend_from_slice(b"HTTP/1.1 ");
+    bytes.extend_from_slice(status.as_str().as_bytes());
+    bytes.push(b' ');
+    bytes.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    bytes.extend_from_slice(b"\r\n");
+    head_out.header_to_h1_wire(&mut bytes);
+    bytes.put_slice(b"Date: ");
+    bytes.put_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+    bytes.put_slice(b"\r\n");
+    if !head_out.headers.contains_key(http::header::CONNECTION) {
+        bytes.put_slice(b"Connection: keep-alive\r\n");
+    }
+    bytes.put_slice(b"\r\n");
+    if parsed.method != Method::HEAD {
+        bytes.extend_from_slice(&body);
+    }
+
+    let request_id = match parsed.request_id {
+        Some(id) if peer_trusted && forwarded::acceptable_request_id(id) => {
+            String::from_utf8_lossy(id).into_owned()
+        }
+        _ => request_ids.next(),
+    };
+    account(
+        runtime,
+        &snapshot,
+        route,
+        Logged {
+            started,
+            client_ip,
+            method: parsed.method.as_str(),
+            host: &host,
+            path: raw_path,
+            status: status.as_u16(),
+            request_id: &request_id,
+        },
+    );
+    Some(EarlyAnswer {
+        bytes,
+        close: answer.close,
+    })
+}
+
+/// The request's parts the answer needs; None when this reader leaves the request to pingora.
+fn read_head<'h>(request: &httparse::Request<'_, 'h>) -> Option<Head<'h>> {
+    let method = Method::from_bytes(request.method?.as_bytes()).ok()?;
+    let path = request.path?;
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut head = Head {
+        method,
+        path,
+        host: None,
+        accept: None,
+        accept_language: None,
+        request_id: None,
+        content_length: None,
+        wants_close: false,
+    };
+    for header in request.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("host") {
+            if head.host.is_some() {
+                return None;
+            }
+            head.host = Some(std::str::from_utf8(header.value).ok()?);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let len = std::str::from_utf8(header.value)
+                .ok()?
+                .trim()
+                .parse::<u64>()
+                .ok()?;
+            if head.content_length.is_some_and(|before| before != len) {
+                return None;
+            }
+            head.content_length = Some(len);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return None;
+        } else if name.eq_ignore_ascii_case("connection") {
+            head.wants_close |= header
+                .value
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if name.eq_ignore_ascii_case("accept") {
+            head.accept.get_or_insert(header.value);
+        } else if name.eq_ignore_ascii_case("accept-language") {
+            head.accept_language.get_or_insert(header.value);
+        } else if name.eq_ignore_ascii_case(X_REQUEST_ID.as_str()) {
+            head.request_id.get_or_insert(header.value);
+        }
+    }
+    Some(head)
+}
+
+/// What the log line of an early answer says.
+struct Logged<'a> {
+    started: Instant,
+    client_ip: IpAddr,
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
+    status: u16,
+    request_id: &'a str,
+}
+
+/// The metrics and the access-log line of an early answer, as the pipeline's `logging` writes
+/// them for the same answer.
+fn account(runtime: &Runtime, snapshot: &Arc<Snapshot>, route: usize, logged: Logged<'_>) {
+    let metrics = &runtime.metrics;
+    metrics
+        .responses_generated_total
+        .with_label_values(&["banned"])
+        .inc();
+    metrics.requests_answered.fetch_add(1, Ordering::Relaxed);
+    let elapsed: Duration = logged.started.elapsed();
+    let compiled = snapshot.routes.get(route);
+    if let Some(compiled) = compiled {
+        compiled.metrics.count(logged.status);
+        compiled.metrics.duration.observe(elapsed.as_secs_f64());
+    }
+    if !runtime.access_log.enabled() {
+        return;
+    }
+    let upstream = compiled.and_then(|r| snapshot.upstreams.get(r.route.upstream));
+    let record = AccessRecord {
+        time: SystemTime::now(),
+        client_ip: Some(logged.client_ip),
+        method: logged.method,
+        host: logged.host,
+        path: logged.path,
+        status: logged.status,
+        route: compiled.map_or("", |r| r.route.name.as_str()),
+        upstream: upstream.map_or("", |u| u.name.as_str()),
+        datacenter: "",
+        server: None,
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        upstream_ms: None,
+        queue_ms: None,
+        retries: 0,
+        reason: Some("banned"),
+        limit: None,
+        request_id: logged.request_id,
+    };
+    if !runtime.access_log.write(&record) {
+        metrics.access_log_dropped.fetch_add(1, Ordering::Relaxed);
+        metrics.access_log_dropped_total.inc();
+    }
+}
