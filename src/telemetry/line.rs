@@ -295,7 +295,12 @@ mod tests {
         assert_eq!(value["retries"], 1);
         assert!(value.get("reason").is_none());
         assert_eq!(value["limit"], "per-ip");
-        let keys: Vec<&str> = value.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         assert_eq!(keys.len(), 16);
     }
 
