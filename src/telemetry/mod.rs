@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Mutex, OnceLock};
 
-use crate::config::AccessLogTarget;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::config::AccessLogTarget;
 
 /// Buckets of `rempart_request_duration_seconds`, from 1 ms to 30 s.
 const DURATION_BUCKETS: &[f64] = &[
