@@ -128,12 +128,6 @@ pub fn answer(
         bytes.extend_from_slice(&body);
     }
 
-    let request_id = match parsed.request_id {
-        Some(id) if peer_trusted && forwarded::acceptable_request_id(id) => {
-            String::from_utf8_lossy(id).into_owned()
-        }
-        _ => request_ids.next(),
-    };
     account(
         runtime,
         &snapshot,
@@ -145,7 +139,10 @@ pub fn answer(
             host: &host,
             path: raw_path,
             status: status.as_u16(),
-            request_id: &request_id,
+            request_id: parsed
+                .request_id
+                .filter(|id| peer_trusted && forwarded::acceptable_request_id(id)),
+            request_ids,
         },
     );
     Some(EarlyAnswer {
@@ -214,7 +211,9 @@ struct Logged<'a> {
     host: &'a str,
     path: &'a str,
     status: u16,
-    request_id: &'a str,
+    /// The id a trusted proxy gave the request, if acceptable; else one is made for the log.
+    request_id: Option<&'a [u8]>,
+    request_ids: &'a RequestIds,
 }
 
 /// The metrics and the access-log line of an early answer, as the pipeline's `logging` writes
@@ -235,6 +234,10 @@ fn account(runtime: &Runtime, snapshot: &Arc<Snapshot>, route: usize, logged: Lo
     if !runtime.access_log.enabled() {
         return;
     }
+    let request_id = match logged.request_id {
+        Some(id) => String::from_utf8_lossy(id).into_owned(),
+        None => logged.request_ids.next(),
+    };
     let upstream = compiled.and_then(|r| snapshot.upstreams.get(r.route.upstream));
     let record = AccessRecord {
         time: SystemTime::now(),
@@ -253,7 +256,7 @@ fn account(runtime: &Runtime, snapshot: &Arc<Snapshot>, route: usize, logged: Lo
         retries: 0,
         reason: Some("banned"),
         limit: None,
-        request_id: logged.request_id,
+        request_id: &request_id,
     };
     if !runtime.access_log.write(&record) {
         metrics.access_log_dropped.fetch_add(1, Ordering::Relaxed);
