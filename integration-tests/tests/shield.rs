@@ -298,6 +298,88 @@ async fn a_banned_address_is_refused_on_every_request_of_a_pipeline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_address_is_refused_on_every_request_of_a_pipeline_then_banned() {
+    let s = Stack::start(1, 0, |y| {
+        y.routes = "  - name: default\n    match: { path_prefix: / }\n    upstream: ent\n    limits: [per_ip, everyone]\n".into();
+        y.extra = "limits:\n  per_ip: { key: client_ip, rate: 1/h, burst: 1 }\n  everyone: { key: global, rate: 1000/s, burst: 1000 }\nshield:\n  ban: { after: 3, within: 1m, for: 1h }\n".into();
+    });
+    let before = s.dc_a[0].stats().requests_excluding_health();
+    // Eight requests in one write from 127.0.0.1: at most one goes through (the stack's start
+    // may have spent it), the next three are refused with the limit's headers, the third
+    // refusal bans the address, and every request after is answered 403.
+    let one = "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n";
+    let last = "GET /flood HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let pipeline = format!("{}{last}", one.repeat(7));
+    let a = raw_exchange(s.ports.http, pipeline.as_bytes(), Duration::from_secs(5))
+        .await
+        .expect("the pipeline is answered");
+    let text = a.text();
+    // The origin's JSON body has no final newline: split on the status lines themselves.
+    let answers: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    let statuses: Vec<&str> = answers.iter().map(|a| a.get(..3).unwrap_or("")).collect();
+    assert_eq!(answers.len(), 8, "one answer per request: {}", a.describe());
+    assert!(a.closed, "{}", a.describe());
+    let passed = statuses.iter().take_while(|st| **st == "200").count();
+    assert!(passed <= 1, "{statuses:?}");
+    assert_eq!(
+        &statuses[passed..passed + 3],
+        &["429", "429", "429"],
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[passed + 3..].iter().all(|st| *st == "403"),
+        "banned after the third refusal: {statuses:?}"
+    );
+    for answer in &answers[passed..passed + 3] {
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert!(head.contains("\r\nretry-after: "), "{answer:?}");
+        assert!(
+            head.contains("\r\nratelimit-policy: \"per_ip\";q=1;w=3600"),
+            "{answer:?}"
+        );
+        assert!(
+            head.contains("\r\nratelimit: \"per_ip\";r=0;t="),
+            "{answer:?}"
+        );
+        assert!(
+            answer.contains("per_ip"),
+            "the body names the limit: {answer:?}"
+        );
+    }
+    let origin = s.dc_a[0].stats();
+    assert_eq!(
+        origin.requests_excluding_health(),
+        before + passed as u64,
+        "{:?}",
+        origin.by_path
+    );
+    assert_eq!(
+        metric(&s, "rempart_rate_limited_total{limit=\"per_ip\"}"),
+        Some(3.0)
+    );
+    let status = s.rempart.admin_json("/status");
+    assert_eq!(status["bans"]["recent"][0]["ip"], "127.0.0.1", "{status}");
+    let logged = poll_until(Duration::from_secs(3), || {
+        let lines = s.rempart.access_log_lines();
+        let refused = lines
+            .iter()
+            .filter(|l| l["reason"] == "rate_limited" && l["limit"] == "per_ip")
+            .count();
+        (refused == 3).then_some(())
+    });
+    assert!(logged.is_some(), "three log lines naming the limit");
+
+    // Another address is still served: the global limit was not charged by the refusals.
+    let other = client_from("127.0.0.30");
+    let st = other.get(s.url("/other")).send().await.unwrap().status();
+    assert_eq!(st.as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_refuses_nothing_but_counts() {
     let s = Stack::start(1, 0, |y| {
         y.routes = "  - name: default\n    match: { path_prefix: / }\n    upstream: ent\n    limits: [watch]\n".into();

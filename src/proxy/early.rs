@@ -1,13 +1,17 @@
-//! Early answers: a banned client's HTTP/1 request is answered by the edge from its head
-//! alone, before pingora parses it into a session. A flood from a banned address then costs a
-//! head parse into a stack array and one write per request instead of a whole proxy session.
+//! Early answers: the HTTP/1 request of a banned client, or one its route's limits refuse on
+//! the client address alone, is answered by the edge from its head, before pingora parses it
+//! into a session. A flood from a banned or limited address then costs a head parse into a
+//! stack array and one write per request instead of a whole proxy session.
 //!
-//! The answer is the one the pipeline gives (`banned`, 403, `Retry-After`, the same body), with
-//! the same metrics and access-log line. It is given only when the pipeline would have reached
-//! the ban check: any request the pipeline would answer otherwise first (a denied address, an
-//! oversized or malformed head, a path refused by normalisation, no route, an allowed address)
-//! or that this reader does not handle (HTTP/1.0, chunked bodies, absolute-form targets, more
-//! than `MAX_HEADERS` headers) goes to pingora as before.
+//! The answer is the one the pipeline gives (`banned` 403 or `rate_limited` 429, `Retry-After`,
+//! `RateLimit`, the same body), with the same metrics, ban accounting and access-log line. It is
+//! given only when the pipeline would have reached the ban check: any request the pipeline
+//! would answer otherwise first (a denied address, an oversized or malformed head, a path
+//! refused by normalisation, no route, an allowed address), that a limit needs more of to
+//! decide (a header, a cookie, a field, the cluster's store, dry_run), that its limits let
+//! through, or that this reader does not handle (HTTP/1.0, chunked bodies, absolute-form
+//! targets, more than `MAX_HEADERS` headers) goes to pingora as before. Heads are read only while
+//! a ban is in force or a limit refused within the last second.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -18,9 +22,10 @@ use bytes::BufMut;
 use http::Method;
 
 use super::classify::host_of;
+use crate::answer::Reason;
 use crate::forwarded::{self, RequestIds, X_REQUEST_ID};
 use crate::runtime::{Runtime, Snapshot};
-use crate::shield::banned_answer;
+use crate::shield::{banned_answer, RequestState};
 use crate::telemetry::AccessRecord;
 
 /// Headers a head may have to be answered early (more go to pingora, which takes up to 256).
@@ -46,16 +51,20 @@ struct Head<'h> {
     wants_close: bool,
 }
 
-/// The early answer to this head, if the client is banned and the pipeline would have reached
-/// the ban check. `head` is a complete HTTP/1 request head (leading empty lines allowed).
+/// The early answer to this head, if the client is banned or its route's limits refuse it on
+/// its address, and the pipeline would have reached the ban check. `head` is a complete HTTP/1 request head (leading empty lines allowed).
 pub fn answer(
     runtime: &Runtime,
     request_ids: &RequestIds,
     head: &[u8],
     peer: Option<SocketAddr>,
 ) -> Option<EarlyAnswer> {
-    // No ban in force (the usual case): nothing to look at, no snapshot loaded.
-    if runtime.shield_state.bans.active() == 0 {
+    // No ban in force and no limit refusing lately (the usual case): nothing to look at, no
+    // snapshot loaded.
+    let state = &runtime.shield_state;
+    let ban_possible = state.bans.active() > 0;
+    let refusing = state.refusing();
+    if !ban_possible && !refusing {
         return None;
     }
     let started = Instant::now();
@@ -64,9 +73,15 @@ pub fn answer(
     let shield = &snapshot.shield;
     let server = &snapshot.config.server;
     let peer_trusted = forwarded::is_trusted(peer_ip, &server.trusted_proxies);
+    let mut ban = None;
     if !peer_trusted {
         // The client is the peer: its ban is known before the head is read.
-        shield.ban_in_force(peer_ip)?;
+        if ban_possible {
+            ban = shield.ban_in_force(peer_ip);
+        }
+        if ban.is_none() && !refusing {
+            return None;
+        }
     }
 
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -92,7 +107,12 @@ pub fn answer(
     if shield.denied(peer_ip) || shield.denied(client_ip) {
         return None;
     }
-    let left = shield.ban_in_force(client_ip)?;
+    if peer_trusted && ban_possible {
+        ban = shield.ban_in_force(client_ip);
+    }
+    if ban.is_none() && !refusing {
+        return None;
+    }
     let parsed = read_head(&request)?;
     if parsed
         .content_length
@@ -105,7 +125,15 @@ pub fn answer(
     let host = host_of(parsed.host.unwrap_or(""));
     let route = snapshot.route(&host, &normalized.route_key, &parsed.method)?;
 
-    let mut answer = banned_answer(left);
+    // The ban first, then the route's limits, as `Shield::admit` decides.
+    let mut refused = RequestState::default();
+    let mut answer = match ban {
+        Some(left) => banned_answer(left),
+        None => {
+            let limits = &snapshot.routes.get(route)?.route.limits;
+            shield.refuse_from_address(limits, client_ip, &mut refused)?
+        }
+    };
     let has_body = parsed.content_length.is_some_and(|len| len > 0);
     answer.close = has_body || parsed.wants_close || runtime.is_draining();
     let (head_out, body) = answer.render(parsed.accept, parsed.accept_language).ok()?;
@@ -134,6 +162,8 @@ pub fn answer(
         route,
         Logged {
             started,
+            reason: answer.reason,
+            limit: refused.limit.as_deref(),
             client_ip,
             method: parsed.method.as_str(),
             host: &host,
@@ -206,6 +236,8 @@ fn read_head<'h>(request: &httparse::Request<'_, 'h>) -> Option<Head<'h>> {
 /// What the log line of an early answer says.
 struct Logged<'a> {
     started: Instant,
+    reason: Reason,
+    limit: Option<&'a str>,
     client_ip: IpAddr,
     method: &'a str,
     host: &'a str,
@@ -222,7 +254,7 @@ fn account(runtime: &Runtime, snapshot: &Arc<Snapshot>, route: usize, logged: Lo
     let metrics = &runtime.metrics;
     metrics
         .responses_generated_total
-        .with_label_values(&["banned"])
+        .with_label_values(&[logged.reason.as_str()])
         .inc();
     metrics.requests_answered.fetch_add(1, Ordering::Relaxed);
     let elapsed: Duration = logged.started.elapsed();
@@ -254,8 +286,8 @@ fn account(runtime: &Runtime, snapshot: &Arc<Snapshot>, route: usize, logged: Lo
         upstream_ms: None,
         queue_ms: None,
         retries: 0,
-        reason: Some("banned"),
-        limit: None,
+        reason: Some(logged.reason.as_str()),
+        limit: logged.limit,
         request_id: &request_id,
     };
     if !runtime.access_log.write(&record) {

@@ -172,7 +172,7 @@ impl ServerApp for Edge {
                 return None;
             }
             first = false;
-            // A banned client is answered from its head, without a pingora session.
+            // A banned or limited client is answered from its head, without a pingora session.
             let early = guard.complete_head().and_then(|head| {
                 early::answer(&self.runtime, &self.request_ids, head, peer_address)
             });

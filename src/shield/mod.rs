@@ -19,9 +19,9 @@ pub mod limits;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
@@ -99,6 +99,31 @@ pub struct ShieldState {
     pub hasher: KeyHasher,
     /// The store shared with the other nodes, when the file has a `cluster` section.
     pub cluster: Option<Arc<Cluster>>,
+    /// When a limit last refused a request, in milliseconds since `epoch` (0: never).
+    last_refusal_ms: AtomicU64,
+    epoch: Instant,
+}
+
+/// How long after a refusal the edge keeps reading heads to answer refusals early.
+const REFUSING_FOR: Duration = Duration::from_secs(1);
+
+impl ShieldState {
+    fn note_refusal(&self) {
+        let ms = (self.epoch.elapsed().as_millis() as u64).max(1);
+        // Written at most once a millisecond, however many threads refuse.
+        if self.last_refusal_ms.load(Ordering::Relaxed) != ms {
+            self.last_refusal_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a limit refused a request within `REFUSING_FOR`: the edge then reads request
+    /// heads to answer refusals early (`proxy::early`).
+    pub fn refusing(&self) -> bool {
+        let last = self.last_refusal_ms.load(Ordering::Relaxed);
+        last != 0
+            && (self.epoch.elapsed().as_millis() as u64).saturating_sub(last)
+                < REFUSING_FOR.as_millis() as u64
+    }
 }
 
 impl Default for ShieldState {
@@ -117,6 +142,8 @@ impl ShieldState {
             guards: guard::Registry::default(),
             hasher,
             cluster: None,
+            last_refusal_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 }
@@ -496,6 +523,42 @@ impl Shield {
         None
     }
 
+    /// What `admit` answers a request its route's limits refuse, decided from the client
+    /// address alone, asking without charging: `Some(answer)` only when every limit of the
+    /// route is keyed by `client_ip` or `global`, decided here (not in a cluster's store) and
+    /// enforced (not dry_run), and one of them refuses now; the refusal is counted (and may
+    /// ban) as `admit` counts it. None: `admit` decides, and charges.
+    pub fn refuse_from_address(
+        &self,
+        route_limits: &[usize],
+        client_ip: IpAddr,
+        state: &mut RequestState,
+    ) -> Option<Answer> {
+        if route_limits.is_empty() || self.allowed(client_ip) {
+            return None;
+        }
+        let in_cluster = self.state.cluster.is_some();
+        for &i in route_limits {
+            let limit = self.limits.get(i)?;
+            let from_address = matches!(limit.key, LimitKey::ClientIp | LimitKey::Global);
+            let here = limit.scope == LimitScope::Local || !in_cluster;
+            if !from_address || !here || limit.mode == LimitMode::DryRun {
+                return None;
+            }
+        }
+        let client_key = self.client_key(client_ip);
+        for limit in route_limits.iter().filter_map(|&i| self.limits.get(i)) {
+            let key = match limit.key {
+                LimitKey::Global => GLOBAL_KEY,
+                _ => client_key,
+            };
+            if let Verdict::Refuse { wait, overflow } = limit.state.test_n(key, 1) {
+                return self.refused(limit, client_ip, client_key, wait, overflow, state);
+            }
+        }
+        None
+    }
+
     /// Count a refusal; `Some(answer)` unless the limit is in dry_run. `shared`: the bucket
     /// is shared by many clients (the overflow bucket, the unreadable key).
     fn refused(
@@ -508,6 +571,7 @@ impl Shield {
         state: &mut RequestState,
     ) -> Option<Answer> {
         limit.state.refusals.fetch_add(1, Ordering::Relaxed);
+        self.state.note_refusal();
         if shared {
             limit
                 .state
