@@ -52,7 +52,8 @@ struct Head<'h> {
 }
 
 /// The early answer to this head, if the client is banned or its route's limits refuse it on
-/// its address, and the pipeline would have reached the ban check. `head` is a complete HTTP/1 request head (leading empty lines allowed).
+/// its address, and the pipeline would have reached the ban check. `head` is a complete HTTP/1
+/// request head (leading empty lines allowed).
 pub fn answer(
     runtime: &Runtime,
     request_ids: &RequestIds,
@@ -122,7 +123,8 @@ pub fn answer(
     }
     let raw_path = parsed.path.split('?').next().unwrap_or("");
     let normalized = crate::path::normalize(raw_path, server.path_normalization).ok()?;
-    let host = host_of(parsed.host.unwrap_or(""));
+    // Without a Host header, pingora's parser decides what the request is.
+    let host = host_of(parsed.host?);
     let route = snapshot.route(&host, &normalized.route_key, &parsed.method)?;
 
     // The ban first, then the route's limits, as `Shield::admit` decides.
