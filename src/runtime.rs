@@ -316,6 +316,16 @@ impl Runtime {
         self.snapshot.load_full()
     }
 
+    /// Queue one access-log line; a line the queue had no room for is counted as dropped.
+    pub fn log_access(&self, record: &crate::telemetry::AccessRecord<'_>) {
+        if !self.access_log.write(record) {
+            self.metrics
+                .access_log_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.access_log_dropped_total.inc();
+        }
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }

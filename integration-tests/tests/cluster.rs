@@ -1086,6 +1086,22 @@ fn wait_waiting(n: &Node, waiting: u64) {
     );
 }
 
+/// A pupil's first login on `node` while its line is paused: the hold runs out and the waiting
+/// room gives a ticket (the node stays paused).
+async fn ticket_from_paused(c: &reqwest::Client, node: &Node) -> String {
+    pause(node);
+    let (status, headers) = spawn_send(login_post(
+        c,
+        &node.url("/auth/login"),
+        "0750001A",
+        "first-visit",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(status, 503, "{}'s waiting room after the hold", node.id);
+    set_cookie(&headers, "rempart_ticket").expect("a ticket from the paused node")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_ticket_given_by_one_node_keeps_its_place_on_the_other() {
     let store = Store::start();
@@ -1097,17 +1113,7 @@ async fn a_ticket_given_by_one_node_keeps_its_place_on_the_other() {
     let c = client();
 
     // A gives a ticket: its line does not move, the hold runs out.
-    pause(&a);
-    let (status, headers) = spawn_send(login_post(
-        &c,
-        &a.url("/auth/login"),
-        "0750001A",
-        "first-visit",
-    ))
-    .await
-    .unwrap();
-    assert_eq!(status, 503, "A's waiting room after the hold");
-    let ticket = set_cookie(&headers, "rempart_ticket").expect("a ticket from A");
+    let ticket = ticket_from_paused(&c, &a).await;
     resume(&a);
 
     // B's line: three newcomers, then A's ticket, then a forged copy of it.
@@ -1180,17 +1186,7 @@ async fn a_ticket_spent_on_one_node_buys_no_early_place_on_the_other() {
     let c = client();
 
     // A gives a ticket (its line does not move, the hold runs out); B admits its bearer.
-    pause(&a);
-    let (status, headers) = spawn_send(login_post(
-        &c,
-        &a.url("/auth/login"),
-        "0750001A",
-        "first-visit",
-    ))
-    .await
-    .unwrap();
-    assert_eq!(status, 503, "A's waiting room after the hold");
-    let ticket = set_cookie(&headers, "rempart_ticket").expect("a ticket from A");
+    let ticket = ticket_from_paused(&c, &a).await;
     let (status, _) = spawn_send(
         login_post(&c, &b.url("/auth/login"), "0750001A", "admitted-on-b")
             .header("Cookie", format!("rempart_ticket={ticket}")),

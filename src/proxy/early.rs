@@ -292,8 +292,5 @@ fn account(runtime: &Runtime, snapshot: &Arc<Snapshot>, route: usize, logged: Lo
         limit: logged.limit,
         request_id: &request_id,
     };
-    if !runtime.access_log.write(&record) {
-        metrics.access_log_dropped.fetch_add(1, Ordering::Relaxed);
-        metrics.access_log_dropped_total.inc();
-    }
+    runtime.log_access(&record);
 }

@@ -707,11 +707,7 @@ impl ProxyHttp for RempartProxy {
                 .or(ctx.shield.dry_run.as_deref()),
             request_id: &ctx.request_id,
         };
-        if !self.runtime.access_log.write(&record) {
-            let metrics = &self.runtime.metrics;
-            metrics.access_log_dropped.fetch_add(1, Ordering::Relaxed);
-            metrics.access_log_dropped_total.inc();
-        }
+        self.runtime.log_access(&record);
     }
 }
 
