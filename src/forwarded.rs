@@ -244,6 +244,57 @@ pub static UNVOUCHED: [HeaderName; 11] = [
     HeaderName::from_static("fastly-client-ip"),
 ];
 
+/// The request headers the forwarding rules read: pingora's header map, or the lines of a head
+/// parsed in place (`httparse`), looked up by name.
+pub trait IncomingHeaders {
+    /// The values of every line named `name`, in order.
+    fn lines<'s>(&'s self, name: &'s HeaderName) -> impl DoubleEndedIterator<Item = &'s [u8]>;
+    /// Whether a line is named `name`.
+    fn contains(&self, name: &HeaderName) -> bool;
+    /// Call `found` once for each [`UNVOUCHED`] name present.
+    fn unvouched(&self, found: &mut dyn FnMut(&HeaderName));
+}
+
+impl IncomingHeaders for HeaderMap {
+    fn lines<'s>(&'s self, name: &'s HeaderName) -> impl DoubleEndedIterator<Item = &'s [u8]> {
+        self.get_all(name).iter().map(HeaderValue::as_bytes)
+    }
+
+    fn contains(&self, name: &HeaderName) -> bool {
+        self.contains_key(name)
+    }
+
+    fn unvouched(&self, found: &mut dyn FnMut(&HeaderName)) {
+        // One walk over the incoming names (a few), not a look-up per unvouched name.
+        self.keys()
+            .filter(|name| UNVOUCHED.contains(name))
+            .for_each(found);
+    }
+}
+
+impl IncomingHeaders for [httparse::Header<'_>] {
+    fn lines<'s>(&'s self, name: &'s HeaderName) -> impl DoubleEndedIterator<Item = &'s [u8]> {
+        let name = name.as_str();
+        self.iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    fn contains(&self, name: &HeaderName) -> bool {
+        let name = name.as_str();
+        self.iter().any(|h| h.name.eq_ignore_ascii_case(name))
+    }
+
+    fn unvouched(&self, found: &mut dyn FnMut(&HeaderName)) {
+        // In the order of UNVOUCHED, each once, as the header map gives them.
+        for name in UNVOUCHED.iter() {
+            if IncomingHeaders::contains(self, name) {
+                found(name);
+            }
+        }
+    }
+}
+
 /// The edits that turn the incoming request's forwarding headers into the upstream's:
 ///
 /// - `X-Forwarded-For`: set to [`x_forwarded_for`] of every incoming line and the peer.
@@ -266,18 +317,21 @@ pub static UNVOUCHED: [HeaderName; 11] = [
 ///
 /// Edits come in this order: X-Forwarded-For, -Proto, -Host, the unvouched removals, then
 /// Forwarded and X-Real-IP.
-pub fn upstream_edits(incoming: &HeaderMap, hop: &Hop, policy: ForwardedPolicy) -> Vec<HeaderEdit> {
+pub fn upstream_edits(
+    incoming: &(impl IncomingHeaders + ?Sized),
+    hop: &Hop,
+    policy: ForwardedPolicy,
+) -> Vec<HeaderEdit> {
     let mut edits = Vec::with_capacity(5);
-    let lines = |name: &HeaderName| incoming.get_all(name).iter().map(HeaderValue::as_bytes);
 
-    let xff = x_forwarded_for(lines(&X_FORWARDED_FOR), hop.peer);
+    let xff = x_forwarded_for(incoming.lines(&X_FORWARDED_FOR), hop.peer);
     edits.push(set_or_remove(&X_FORWARDED_FOR, &xff, || {
         let mut peer = Vec::with_capacity(15);
         push_ip(&mut peer, canonical(hop.peer));
         peer
     }));
 
-    let keep = |name: &HeaderName| hop.peer_trusted && incoming.contains_key(name);
+    let keep = |name: &HeaderName| hop.peer_trusted && incoming.contains(name);
     if !keep(&X_FORWARDED_PROTO) {
         edits.push(HeaderEdit::Set(
             X_FORWARDED_PROTO.clone(),
@@ -294,12 +348,7 @@ pub fn upstream_edits(incoming: &HeaderMap, hop: &Hop, policy: ForwardedPolicy) 
 
     if !hop.peer_trusted {
         // One walk over the incoming names (a few), not a look-up per unvouched name.
-        edits.extend(
-            incoming
-                .keys()
-                .filter(|name| UNVOUCHED.contains(name))
-                .map(|name| HeaderEdit::Remove(name.clone())),
-        );
+        incoming.unvouched(&mut |name| edits.push(HeaderEdit::Remove(name.clone())));
     }
 
     let client = canonical(hop.client_ip);
@@ -313,7 +362,7 @@ pub fn upstream_edits(incoming: &HeaderMap, hop: &Hop, policy: ForwardedPolicy) 
             let own = |for_ip| forwarded_element(for_ip, hop.tls, hop.host);
             let value = if trusted {
                 let peer = canonical(hop.peer);
-                let mut value = incoming_forwarded(lines(&FORWARDED));
+                let mut value = incoming_forwarded(incoming.lines(&FORWARDED));
                 if value.is_empty() && client != peer {
                     value = forwarded_for_only(client);
                 }
