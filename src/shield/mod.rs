@@ -523,6 +523,75 @@ impl Shield {
         None
     }
 
+    /// Whether `admit` decides this route's limits from the client address alone: every limit
+    /// is keyed by `client_ip` or `global` and decided here (local, or no cluster), at most 64.
+    pub fn decides_from_address(&self, route_limits: &[usize]) -> bool {
+        let in_cluster = self.state.cluster.is_some();
+        route_limits.len() <= 64
+            && route_limits.iter().all(|&i| {
+                self.limits.get(i).is_some_and(|limit| {
+                    matches!(limit.key, LimitKey::ClientIp | LimitKey::Global)
+                        && (limit.scope == LimitScope::Local || !in_cluster)
+                })
+            })
+    }
+
+    /// `admit` for a route whose limits [`Shield::decides_from_address`]: the same answer, the
+    /// same charges, counts and bans, without the request (its address is all they read).
+    pub fn admit_from_address(
+        &self,
+        route_limits: &[usize],
+        client_ip: IpAddr,
+        state: &mut RequestState,
+    ) -> Option<Answer> {
+        if self.allowed(client_ip) {
+            return None;
+        }
+        let client_key = self.client_key(client_ip);
+        if let Some(left) = self.state.bans.banned(client_key) {
+            return Some(banned_answer(left));
+        }
+        if route_limits.is_empty() {
+            return None;
+        }
+        let key_of = |limit: &CompiledLimit| match limit.key {
+            LimitKey::Global => GLOBAL_KEY,
+            _ => client_key,
+        };
+        // Ask every limit first (a dry_run one that would refuse is counted, not charged),
+        // then charge those that did not refuse, as `admit` does.
+        let mut refused_mask: u64 = 0;
+        for (n, limit) in route_limits
+            .iter()
+            .filter_map(|&i| self.limits.get(i))
+            .enumerate()
+        {
+            if let Verdict::Refuse { wait, overflow } = limit.state.test_n(key_of(limit), 1) {
+                refused_mask |= 1u64.checked_shl(n as u32).unwrap_or(0);
+                let refused = self.refused(limit, client_ip, client_key, wait, overflow, state);
+                if refused.is_some() {
+                    return refused;
+                }
+            }
+        }
+        for (n, limit) in route_limits
+            .iter()
+            .filter_map(|&i| self.limits.get(i))
+            .enumerate()
+        {
+            if refused_mask & 1u64.checked_shl(n as u32).unwrap_or(0) != 0 {
+                continue;
+            }
+            if let Verdict::Refuse { wait, overflow } = limit.state.charge_n(key_of(limit), 1) {
+                let refused = self.refused(limit, client_ip, client_key, wait, overflow, state);
+                if refused.is_some() {
+                    return refused;
+                }
+            }
+        }
+        None
+    }
+
     /// What `admit` answers a request its route's limits refuse, decided from the client
     /// address alone, asking without charging: `Some(answer)` only when every limit of the
     /// route is keyed by `client_ip` or `global`, decided here (not in a cluster's store) and
