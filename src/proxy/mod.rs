@@ -3,6 +3,7 @@
 
 mod classify;
 mod context;
+mod direct;
 mod early;
 pub mod edge;
 
@@ -306,27 +307,7 @@ impl ProxyHttp for RempartProxy {
                 .unwrap_or_default();
             ctx.safe_to_resend = retry::safe_to_resend(&req.method, &req.headers, resend);
         }
-        let mut choice = upstream.pick(&ctx.tried, now);
-        if matches!(choice, Choice::AllDown) && upstream.first_checks_pending() {
-            // Just started (or upgraded): no server has been checked yet. Wait for the first
-            // checks rather than answer with the maintenance page.
-            let deadline = Instant::now() + upstream.first_checks_wait();
-            while matches!(choice, Choice::AllDown) && Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                choice = upstream.pick(&ctx.tried, upstream.now_ms());
-            }
-        }
-        if matches!(choice, Choice::Busy) {
-            // Every server that could take it is at its max_in_flight: wait for room (as
-            // HAProxy's queue does), at most the connect timeout.
-            let deadline = Instant::now() + upstream.config.timeouts.connect;
-            while matches!(choice, Choice::Busy) && Instant::now() < deadline {
-                upstream
-                    .wait_for_room(deadline.saturating_duration_since(Instant::now()))
-                    .await;
-                choice = upstream.pick(&ctx.tried, upstream.now_ms());
-            }
-        }
+        let choice = upstream.choose(&ctx.tried, now).await;
         let pick = match choice {
             Choice::Server(pick) => pick,
             Choice::AllDown => {

@@ -6,6 +6,7 @@
 pub mod failback;
 pub mod health;
 pub mod outlier;
+pub mod pool;
 pub mod retry;
 pub mod state;
 pub mod transport;
@@ -13,7 +14,7 @@ pub mod transport;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pingora::upstreams::peer::HttpPeer;
 use prometheus::{IntCounter, IntGauge};
@@ -397,6 +398,30 @@ impl Upstream {
     }
 
     /// Whether a server this request has not tried could take it (room or not).
+    /// [`Upstream::pick`], waiting where a proxy should rather than answer at once: just
+    /// started (or upgraded), for the first health checks instead of the maintenance page;
+    /// every server at its `max_in_flight`, for room (as HAProxy's queue does), at most the
+    /// connect timeout.
+    pub async fn choose(&self, tried: &[SocketAddr], now_ms: u64) -> Choice {
+        let mut choice = self.pick(tried, now_ms);
+        if matches!(choice, Choice::AllDown) && self.first_checks_pending() {
+            let deadline = Instant::now() + self.first_checks_wait();
+            while matches!(choice, Choice::AllDown) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                choice = self.pick(tried, self.now_ms());
+            }
+        }
+        if matches!(choice, Choice::Busy) {
+            let deadline = Instant::now() + self.config.timeouts.connect;
+            while matches!(choice, Choice::Busy) && Instant::now() < deadline {
+                self.wait_for_room(deadline.saturating_duration_since(Instant::now()))
+                    .await;
+                choice = self.pick(tried, self.now_ms());
+            }
+        }
+        choice
+    }
+
     pub fn has_another(&self, tried: &[SocketAddr], now_ms: u64) -> bool {
         let try_all = self.all_down();
         if try_all && self.config.when_all_down == config::WhenAllDown::Maintenance {
