@@ -22,7 +22,7 @@ use bytes::BufMut;
 use http::Method;
 
 use super::classify::host_of;
-use crate::answer::Reason;
+use crate::answer::{Answer, Reason};
 use crate::forwarded::{self, RequestIds, X_REQUEST_ID};
 use crate::runtime::{Runtime, Snapshot};
 use crate::shield::{banned_answer, RequestState};
@@ -138,7 +138,47 @@ pub fn answer(
     };
     let has_body = parsed.content_length.is_some_and(|len| len > 0);
     answer.close = has_body || parsed.wants_close || runtime.is_draining();
-    let (head_out, body) = answer.render(parsed.accept, parsed.accept_language).ok()?;
+    let (bytes, status) = wire(
+        &answer,
+        &parsed.method,
+        parsed.accept,
+        parsed.accept_language,
+    )?;
+
+    account(
+        runtime,
+        &snapshot,
+        route,
+        Logged {
+            started,
+            reason: answer.reason,
+            limit: refused.limit.as_deref(),
+            client_ip,
+            method: parsed.method.as_str(),
+            host: &host,
+            path: raw_path,
+            status,
+            request_id: parsed
+                .request_id
+                .filter(|id| peer_trusted && forwarded::acceptable_request_id(id)),
+            request_ids,
+        },
+    );
+    Some(EarlyAnswer {
+        bytes,
+        close: answer.close,
+    })
+}
+
+/// An answer of Rempart's as it goes on the wire to an HTTP/1.1 client, head and body (no body
+/// to a HEAD), with its status; None if it cannot be rendered.
+pub(super) fn wire(
+    answer: &Answer,
+    method: &Method,
+    accept: Option<&[u8]>,
+    accept_language: Option<&[u8]>,
+) -> Option<(Vec<u8>, u16)> {
+    let (head_out, body) = answer.render(accept, accept_language).ok()?;
     let mut bytes = Vec::with_capacity(256 + body.len());
     let status = head_out.status;
     bytes.extend_from_slice(b"HTTP/1.1 ");
@@ -154,33 +194,10 @@ pub fn answer(
         bytes.put_slice(b"Connection: keep-alive\r\n");
     }
     bytes.put_slice(b"\r\n");
-    if parsed.method != Method::HEAD {
+    if *method != Method::HEAD {
         bytes.extend_from_slice(&body);
     }
-
-    account(
-        runtime,
-        &snapshot,
-        route,
-        Logged {
-            started,
-            reason: answer.reason,
-            limit: refused.limit.as_deref(),
-            client_ip,
-            method: parsed.method.as_str(),
-            host: &host,
-            path: raw_path,
-            status: status.as_u16(),
-            request_id: parsed
-                .request_id
-                .filter(|id| peer_trusted && forwarded::acceptable_request_id(id)),
-            request_ids,
-        },
-    );
-    Some(EarlyAnswer {
-        bytes,
-        close: answer.close,
-    })
+    Some((bytes, status.as_u16()))
 }
 
 /// The request's parts the answer needs; None when this reader leaves the request to pingora.
@@ -236,23 +253,28 @@ fn read_head<'h>(request: &httparse::Request<'_, 'h>) -> Option<Head<'h>> {
 }
 
 /// What the log line of an early answer says.
-struct Logged<'a> {
-    started: Instant,
-    reason: Reason,
-    limit: Option<&'a str>,
-    client_ip: IpAddr,
-    method: &'a str,
-    host: &'a str,
-    path: &'a str,
-    status: u16,
+pub(super) struct Logged<'a> {
+    pub(super) started: Instant,
+    pub(super) reason: Reason,
+    pub(super) limit: Option<&'a str>,
+    pub(super) client_ip: IpAddr,
+    pub(super) method: &'a str,
+    pub(super) host: &'a str,
+    pub(super) path: &'a str,
+    pub(super) status: u16,
     /// The id a trusted proxy gave the request, if acceptable; else one is made for the log.
-    request_id: Option<&'a [u8]>,
-    request_ids: &'a RequestIds,
+    pub(super) request_id: Option<&'a [u8]>,
+    pub(super) request_ids: &'a RequestIds,
 }
 
 /// The metrics and the access-log line of an early answer, as the pipeline's `logging` writes
 /// them for the same answer.
-fn account(runtime: &Runtime, snapshot: &Arc<Snapshot>, route: usize, logged: Logged<'_>) {
+pub(super) fn account(
+    runtime: &Runtime,
+    snapshot: &Arc<Snapshot>,
+    route: usize,
+    logged: Logged<'_>,
+) {
     let metrics = &runtime.metrics;
     metrics
         .responses_generated_total

@@ -18,6 +18,7 @@ use pingora::server::ShutdownWatch;
 
 use tokio::io::AsyncWriteExt;
 
+use super::direct::{self, Direct};
 use super::early;
 use crate::forwarded::{canonical, RequestIds};
 use crate::proxy::RempartProxy;
@@ -115,7 +116,9 @@ impl ServerApp for Edge {
         let handshake_timeout = shield.tls_handshake_timeout;
         drop(snapshot);
 
-        let stream: Stream = match self.acceptor(&stream) {
+        let acceptor = self.acceptor(&stream);
+        let tls = acceptor.is_some();
+        let stream: Stream = match acceptor {
             None => stream,
             Some(acceptor) => {
                 // pingora hands TCP connections over as its L4 stream, which TLS wraps.
@@ -176,6 +179,25 @@ impl ServerApp for Edge {
             let early = guard.complete_head().and_then(|head| {
                 early::answer(&self.runtime, &self.request_ids, head, peer_address)
             });
+            // A plain GET or HEAD is forwarded by the edge itself, when nothing in it needs
+            // pingora's session.
+            let early = match early {
+                Some(early) => Some(early),
+                None if *shutdown.borrow() => None,
+                None => match guard.complete_head().and_then(|head| {
+                    direct::plan(&self.runtime, &self.request_ids, head, peer_address, tls)
+                }) {
+                    Some(Direct::Answer(early)) => Some(early),
+                    Some(Direct::Forward(plan)) => {
+                        guard.answered_head();
+                        if !direct::forward(&self.runtime, plan, &mut guard).await {
+                            return None;
+                        }
+                        continue;
+                    }
+                    None => None,
+                },
+            };
             if let Some(early) = early {
                 guard.answered_head();
                 let written = guard.write_all(&early.bytes).await.and(guard.flush().await);

@@ -1,0 +1,1207 @@
+//! Direct forwarding: the plain HTTP/1.1 `GET` or `HEAD` without a body, on a route without a
+//! login queue whose limits read only the client address, is forwarded by the edge itself,
+//! from the head the guard read, over a per-thread pool of upstream connections
+//! (`upstream::pool`), without a pingora session, its header maps or its per-request future.
+//!
+//! It is the pipeline's request, decided the same way: the same route, shield admission
+//! (`Shield::admit_from_address`), choice of server and datacenter (`Upstream::choose`),
+//! timeouts (`connect`, `response` per read, `per_try`), retries and their budget, outcome
+//! accounting (outlier detection, cuts of tries to a server declared down), forwarding
+//! headers (`forwarded::upstream_edits`), answers of Rempart's, metrics and access-log line.
+//! On the wire it does what pingora's HTTP/1 proxy does (hop-by-hop request headers removed,
+//! the response's `Date` and `Connection` set, a body without length sent chunked, a chunked
+//! body decoded and encoded again without its extensions and trailers, `Content-Length`
+//! dropped beside `Transfer-Encoding`), with the same bounds (response heads of at most 1 MiB
+//! and 256 headers, a length that must be digits, a malformed response answered 502).
+//!
+//! Anything else goes to pingora as before, decided from the head before anything is charged
+//! or sent: another method or version, a body, an upgrade, `Expect`, a `Connection` header
+//! naming other headers, an unusual target or Host, more than `MAX_HEADERS` headers, a denied
+//! address, a head the pipeline would refuse (too large, a path normalisation refuses, no
+//! route), a login-queue route, a limit keyed by anything but the address, a drain.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BufMut;
+use http::Method;
+use pingora::protocols::l4::ext::TcpKeepalive;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::classify::host_of;
+use super::context::RequestGuard;
+use super::early::{self, EarlyAnswer, Logged};
+use crate::answer::{Answer, Page, Reason};
+use crate::forwarded::{self, HeaderEdit, Hop, RequestIds, X_REQUEST_ID};
+use crate::pages::Builtin;
+use crate::runtime::{Runtime, Snapshot};
+use crate::shield::RequestState;
+use crate::telemetry::AccessRecord;
+use crate::upstream::pool::{self, ConnectFailure};
+use crate::upstream::retry::{Attempt, RetryKind};
+use crate::upstream::{self, Choice, InFlight, Outcome, Upstream};
+
+/// Request headers a head may have to be forwarded directly.
+const MAX_HEADERS: usize = 64;
+/// Headers a response head may have (pingora's bound).
+const MAX_RESPONSE_HEADERS: usize = 256;
+/// Bytes a response head may take (pingora's bound).
+const MAX_RESPONSE_HEAD: usize = 1_048_575;
+/// Bytes read from the server at once.
+const READ_BYTES: usize = 16 * 1024;
+/// Bytes a chunk-size line (with its extensions) or a body's trailers may take.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Seconds a client is asked to wait when every datacenter is down (as the pipeline).
+const MAINTENANCE_RETRY_AFTER: u64 = 30;
+
+/// Request headers that are the hop's own, never sent upstream (pingora's list).
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
+/// What the edge does with a complete request head.
+pub enum Direct {
+    /// Forwarded by the edge.
+    Forward(Box<Plan>),
+    /// Refused by the shield: the answer to write.
+    Answer(EarlyAnswer),
+}
+
+/// A request the edge forwards itself, taken from its head.
+pub struct Plan {
+    started: Instant,
+    snapshot: Arc<Snapshot>,
+    route: usize,
+    upstream: Arc<Upstream>,
+    /// The request head to send, then (after `wire_len`) the parts the log and the answers
+    /// read: the path as received, `Accept`, `Accept-Language`.
+    wire: Vec<u8>,
+    wire_len: usize,
+    path: Range<usize>,
+    accept: Option<Range<usize>>,
+    accept_language: Option<Range<usize>>,
+    method: Method,
+    host: String,
+    client_ip: IpAddr,
+    request_id: String,
+    /// The client did not ask to close.
+    keep_alive: bool,
+    shield: RequestState,
+}
+
+/// How the edge takes this head: None leaves it to pingora. `head` is a complete HTTP/1 head
+/// (leading empty lines allowed), `tls` whether the client connection is TLS.
+pub fn plan(
+    runtime: &Runtime,
+    request_ids: &RequestIds,
+    head: &[u8],
+    peer: Option<SocketAddr>,
+    tls: bool,
+) -> Option<Direct> {
+    let started = Instant::now();
+    if runtime.is_draining() {
+        return None;
+    }
+    let peer_ip = forwarded::canonical(peer?.ip());
+    let snapshot = runtime.load();
+    let server = &snapshot.config.server;
+
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    match request.parse(&head[start..]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return None,
+    }
+    if request.version != Some(1) || head.len() > server.max_header_bytes {
+        return None;
+    }
+    let method = match request.method? {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        _ => return None,
+    };
+    let target = request.path?;
+    let plain_target = target.starts_with('/')
+        && target
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'#');
+    if !plain_target {
+        return None;
+    }
+    let headers: &[httparse::Header<'_>] = request.headers;
+    let mut host = None;
+    let mut keep_alive = true;
+    let mut accept = None;
+    let mut accept_language = None;
+    let mut request_id = None;
+    for header in headers {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("host") {
+            let plain = !header.value.is_empty()
+                && header
+                    .value
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
+            if host.is_some() || !plain {
+                return None;
+            }
+            host = Some(std::str::from_utf8(header.value).ok()?);
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in header.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                    return None;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            return None;
+        } else if name.eq_ignore_ascii_case("accept") {
+            accept.get_or_insert(header.value);
+        } else if name.eq_ignore_ascii_case("accept-language") {
+            accept_language.get_or_insert(header.value);
+        } else if name.eq_ignore_ascii_case(X_REQUEST_ID.as_str()) {
+            request_id.get_or_insert(header.value);
+        }
+    }
+    let host_value = host?;
+
+    let trusted = &server.trusted_proxies;
+    let peer_trusted = forwarded::is_trusted(peer_ip, trusted);
+    let client_ip = if peer_trusted {
+        let xff = headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|h| h.value);
+        forwarded::client_ip(peer_ip, xff, trusted)
+    } else {
+        peer_ip
+    };
+    let shield = &snapshot.shield;
+    if shield.denied(peer_ip) || shield.denied(client_ip) {
+        return None;
+    }
+    let raw_path = target.split('?').next().unwrap_or("");
+    let normalized = crate::path::normalize(raw_path, server.path_normalization).ok()?;
+    let host = host_of(host_value);
+    let route = snapshot.route(&host, &normalized.route_key, &method)?;
+    let compiled = snapshot.routes.get(route)?;
+    if compiled.route.login_queue.is_some() || !shield.decides_from_address(&compiled.route.limits)
+    {
+        return None;
+    }
+    let upstream = snapshot.upstreams.get(compiled.route.upstream)?.clone();
+
+    // From here on the request is the edge's: the shield decides (and charges) it.
+    let mut state = RequestState::default();
+    if let Some(mut answer) =
+        shield.admit_from_address(&compiled.route.limits, client_ip, &mut state)
+    {
+        answer.close |= !keep_alive;
+        let (bytes, status) = early::wire(&answer, &method, accept, accept_language)?;
+        let trusted_id =
+            request_id.filter(|id| peer_trusted && forwarded::acceptable_request_id(id));
+        early::account(
+            runtime,
+            &snapshot,
+            route,
+            Logged {
+                started,
+                reason: answer.reason,
+                limit: state.limit.as_deref(),
+                client_ip,
+                method: method.as_str(),
+                host: &host,
+                path: raw_path,
+                status,
+                request_id: trusted_id,
+                request_ids,
+            },
+        );
+        return Some(Direct::Answer(EarlyAnswer {
+            bytes,
+            close: answer.close,
+        }));
+    }
+
+    let request_id = match request_id {
+        Some(id) if peer_trusted && forwarded::acceptable_request_id(id) => {
+            String::from_utf8_lossy(id).into_owned()
+        }
+        _ => request_ids.next(),
+    };
+    let edits = forwarded::upstream_edits(
+        headers,
+        &Hop {
+            peer: peer_ip,
+            peer_trusted,
+            client_ip,
+            tls,
+            host: Some(host_value.as_bytes()),
+        },
+        server.forwarded,
+    );
+
+    let mut wire = Vec::with_capacity(head.len() + 256);
+    wire.extend_from_slice(method.as_str().as_bytes());
+    wire.push(b' ');
+    match &normalized.forward {
+        std::borrow::Cow::Owned(path) => {
+            wire.extend_from_slice(path.as_bytes());
+            if let Some((_, query)) = target.split_once('?') {
+                wire.push(b'?');
+                wire.extend_from_slice(query.as_bytes());
+            }
+        }
+        std::borrow::Cow::Borrowed(_) => wire.extend_from_slice(target.as_bytes()),
+    }
+    wire.extend_from_slice(b" HTTP/1.1\r\n");
+    let edited = |name: &str| {
+        edits.iter().any(|edit| match edit {
+            HeaderEdit::Remove(n) | HeaderEdit::Set(n, _) => name.eq_ignore_ascii_case(n.as_str()),
+        })
+    };
+    for header in headers {
+        let name = header.name;
+        if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || name.eq_ignore_ascii_case(X_REQUEST_ID.as_str())
+            || edited(name)
+        {
+            continue;
+        }
+        push_line(&mut wire, name.as_bytes(), header.value);
+    }
+    for edit in &edits {
+        if let HeaderEdit::Set(name, value) = edit {
+            push_line(
+                &mut wire,
+                titled(name.as_str()).as_bytes(),
+                value.as_bytes(),
+            );
+        }
+    }
+    push_line(&mut wire, b"X-Request-Id", request_id.as_bytes());
+    wire.extend_from_slice(b"\r\n");
+    let wire_len = wire.len();
+    let mut keep = |bytes: &[u8]| {
+        let at = wire.len();
+        wire.extend_from_slice(bytes);
+        at..wire.len()
+    };
+    let path = keep(raw_path.as_bytes());
+    let accept = accept.map(&mut keep);
+    let accept_language = accept_language.map(&mut keep);
+
+    Some(Direct::Forward(Box::new(Plan {
+        started,
+        snapshot,
+        route,
+        upstream,
+        wire,
+        wire_len,
+        path,
+        accept,
+        accept_language,
+        method,
+        host,
+        client_ip,
+        request_id,
+        keep_alive,
+        shield: state,
+    })))
+}
+
+fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The name of a header Rempart sets, as pingora writes it.
+fn titled(name: &str) -> &str {
+    match name {
+        "x-forwarded-for" => "X-Forwarded-For",
+        "x-forwarded-proto" => "X-Forwarded-Proto",
+        "x-forwarded-host" => "X-Forwarded-Host",
+        "x-real-ip" => "X-Real-IP",
+        "forwarded" => "Forwarded",
+        other => other,
+    }
+}
+
+/// How one try ended before anything went to the client.
+enum TryError {
+    Connect(ConnectFailure),
+    /// Writing the request or reading the response failed (reset, closed, malformed).
+    Exchange(&'static str),
+    /// No response bytes within the read timeout.
+    TimedOut,
+}
+
+impl std::fmt::Display for TryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TryError::Connect(e) => e.fmt(f),
+            TryError::Exchange(what) => f.write_str(what),
+            TryError::TimedOut => f.write_str("no response in time"),
+        }
+    }
+}
+
+impl TryError {
+    fn outcome(&self) -> Outcome {
+        match self {
+            TryError::Connect(_) => Outcome::ConnectError,
+            TryError::Exchange(_) => Outcome::Error,
+            TryError::TimedOut => Outcome::Timeout,
+        }
+    }
+
+    /// The answer's reason when this error ends the request (as `reason_of` decides it).
+    fn reason(&self) -> Reason {
+        match self {
+            TryError::Connect(ConnectFailure::TimedOut) | TryError::TimedOut => {
+                Reason::UpstreamTimeout
+            }
+            _ => Reason::UpstreamError,
+        }
+    }
+}
+
+/// How the response body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the server closes: sent chunked to the client.
+    UntilClose,
+    /// Until the server closes, with a coding the client reads as sent (a `Transfer-Encoding`
+    /// that is not chunked): the client connection closes after it.
+    RawUntilClose,
+}
+
+/// A response head read from the server, and what was read past it.
+struct ResponseHead {
+    status: u16,
+    interim: bool,
+    /// Bytes of the head in the buffer.
+    len: usize,
+    framing: Framing,
+    /// The server keeps the connection open after this response.
+    server_keeps: bool,
+    /// The head as it goes to the client (without `Connection`, added when sent).
+    client_head: Vec<u8>,
+}
+
+/// What the end of the request says for the log.
+struct Ending {
+    status: u16,
+    reason: Option<Reason>,
+}
+
+/// The state of the request's tries.
+struct Tries {
+    tried: Vec<SocketAddr>,
+    retries: u32,
+    reached_retries: u32,
+    datacenter: Option<usize>,
+    current: Option<InFlight>,
+    try_started: Option<Instant>,
+    upstream_ms: Option<f64>,
+    cut: bool,
+}
+
+impl Tries {
+    fn end_try(&mut self, upstream: &Upstream, outcome: Outcome, status: Option<u16>, blame: bool) {
+        if let (Some(in_flight), Some(dc)) = (self.current.take(), self.datacenter) {
+            upstream.observe(dc, in_flight.server(), outcome, status, blame);
+        }
+        if let Some(started) = self.try_started.take() {
+            self.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+
+    fn retry(&mut self, upstream: &Upstream, kind: RetryKind) -> bool {
+        let now = upstream.now_ms();
+        let attempt = Attempt {
+            kind,
+            // GET and HEAD, without a body.
+            safe: true,
+            body_replayable: true,
+            response_started: false,
+            reached_retries: self.reached_retries,
+            attempts: upstream.config.retries.attempts,
+            another_server: upstream.has_another(&self.tried, now),
+        };
+        if upstream.decide_retry(&attempt, now).is_err() {
+            return false;
+        }
+        self.retries += 1;
+        if kind != RetryKind::Connect {
+            self.reached_retries += 1;
+        }
+        true
+    }
+}
+
+/// Forward the planned request and write its response to the client. False: the client
+/// connection is to be closed.
+pub async fn forward<C>(runtime: &Runtime, plan: Box<Plan>, client: &mut C) -> bool
+where
+    C: AsyncWrite + Unpin,
+{
+    let _counted = RequestGuard::new(runtime.metrics.clone());
+    let upstream = plan.upstream.clone();
+    upstream.record_request(upstream.now_ms());
+    let mut tries = Tries {
+        tried: Vec::new(),
+        retries: 0,
+        reached_retries: 0,
+        datacenter: None,
+        current: None,
+        try_started: None,
+        upstream_ms: None,
+        cut: false,
+    };
+    let keep_alive = plan.keep_alive;
+    let (ending, keep) = loop {
+        let now = upstream.now_ms();
+        let pick = match upstream.choose(&tries.tried, now).await {
+            Choice::Server(pick) => pick,
+            Choice::AllDown => {
+                let mut answer = Answer::new(Reason::Maintenance);
+                answer.retry_after = Some(MAINTENANCE_RETRY_AFTER);
+                let configured = plan.snapshot.config.pages.maintenance.as_ref();
+                answer.page = Some(match configured {
+                    Some(page) => Page::Configured(page.html.clone()),
+                    None => Page::Builtin(Builtin::Maintenance {
+                        retry_after: MAINTENANCE_RETRY_AFTER,
+                    }),
+                });
+                break (answer_client(runtime, &plan, answer, client).await, false);
+            }
+            Choice::Busy => {
+                break (
+                    fail(runtime, &plan, Reason::NoUpstream, client).await,
+                    false,
+                )
+            }
+            Choice::Exhausted if tries.tried.is_empty() => {
+                break (
+                    fail(runtime, &plan, Reason::NoUpstream, client).await,
+                    false,
+                )
+            }
+            Choice::Exhausted => {
+                break (
+                    fail(runtime, &plan, Reason::UpstreamError, client).await,
+                    false,
+                )
+            }
+        };
+        let timeouts = &upstream.config.timeouts;
+        let mut read_timeout = timeouts.response;
+        let mut in_flight = pick.in_flight;
+        tries.tried.push(pick.server.address);
+        tries.datacenter = Some(pick.datacenter);
+        if let Some(per_try) = timeouts.per_try {
+            let last = tries.reached_retries >= upstream.config.retries.attempts
+                || !upstream.has_another(&tries.tried, now);
+            if !last {
+                read_timeout = per_try.min(timeouts.response);
+                in_flight.per_try = true;
+            }
+        }
+        let per_try = in_flight.per_try;
+        tries.current = Some(in_flight);
+        tries.try_started = Some(Instant::now());
+
+        let server = pick.server.address;
+        let keepalive = upstream
+            .config
+            .timeouts
+            .unacked
+            .map(upstream::transport::keepalive);
+        let exchange = send_and_read_head(
+            &plan,
+            server,
+            &mut tries,
+            timeouts.connect,
+            keepalive.as_ref(),
+            read_timeout,
+            timeouts.response,
+            client,
+        )
+        .await;
+        let (stream, mut buffer, head) = match exchange {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::debug!(%server, error = %e, "a try failed");
+                let outcome = e.outcome();
+                let cut = tries.current.as_ref().is_some_and(InFlight::was_cut);
+                tries.cut |= cut;
+                // A `per_try` expiry says the server is slow, not that it failed.
+                let blame = !(per_try && outcome == Outcome::Timeout);
+                tries.end_try(&upstream, outcome, None, blame);
+                let kind = outcome.retry_kind().unwrap_or(RetryKind::Error);
+                if tries.retry(&upstream, kind) {
+                    continue;
+                }
+                let reason = if cut && !matches!(e, TryError::Connect(_)) {
+                    Reason::UpstreamDown
+                } else {
+                    e.reason()
+                };
+                break (fail(runtime, &plan, reason, client).await, false);
+            }
+        };
+        if (500..600).contains(&head.status) {
+            tries.end_try(&upstream, Outcome::Http5xx, Some(head.status), true);
+            if upstream::is_failure_status(head.status) && tries.retry(&upstream, RetryKind::Status)
+            {
+                // Nothing went to the client yet: this answer is dropped, another server tried.
+                drop(stream);
+                continue;
+            }
+        } else {
+            tries.end_try(&upstream, Outcome::Ok, Some(head.status), true);
+        }
+        let status = head.status;
+        let relayed = relay(
+            stream,
+            &mut buffer,
+            head,
+            keep_alive && !runtime.is_draining(),
+            timeouts.response,
+            client,
+        )
+        .await;
+        if let Some(stream) = relayed.reusable {
+            pool::put(server, stream, timeouts.idle);
+        }
+        break (
+            Ending {
+                status,
+                reason: None,
+            },
+            relayed.client_keeps,
+        );
+    };
+    log(runtime, &plan, &tries, &upstream, &ending);
+    keep
+}
+
+/// Connect (or take a pooled connection), send the head, read the final response head; 1xx
+/// answers on the way go to the client.
+#[allow(clippy::too_many_arguments)]
+async fn send_and_read_head<C>(
+    plan: &Plan,
+    server: SocketAddr,
+    tries: &mut Tries,
+    connect_timeout: Duration,
+    keepalive: Option<&TcpKeepalive>,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    client: &mut C,
+) -> Result<(TcpStream, Vec<u8>, ResponseHead), TryError>
+where
+    C: AsyncWrite + Unpin,
+{
+    // A pooled connection the server closed just as it was taken fails before any byte of a
+    // response: the request is sent again on a new connection (once), as pingora does.
+    if let Some(stream) = pool::take(server) {
+        match exchange(plan, stream, tries, read_timeout, write_timeout, client).await {
+            Err(Failed {
+                answered: false,
+                error: TryError::Exchange(_),
+            }) => {}
+            other => return other.map_err(|f| f.error),
+        }
+    }
+    let stream = pool::connect(server, connect_timeout, keepalive)
+        .await
+        .map_err(TryError::Connect)?;
+    // An abandoned request is dropped by the kernel, never delivered later.
+    upstream::transport::abortive_close(std::os::fd::AsRawFd::as_raw_fd(&stream));
+    exchange(plan, stream, tries, read_timeout, write_timeout, client)
+        .await
+        .map_err(|f| f.error)
+}
+
+/// A try that failed on a connection, and whether any response byte had come.
+struct Failed {
+    answered: bool,
+    error: TryError,
+}
+
+/// Send the head on this connection and read the final response head.
+async fn exchange<C>(
+    plan: &Plan,
+    mut stream: TcpStream,
+    tries: &mut Tries,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    client: &mut C,
+) -> Result<(TcpStream, Vec<u8>, ResponseHead), Failed>
+where
+    C: AsyncWrite + Unpin,
+{
+    let fail = |error| Failed {
+        answered: false,
+        error,
+    };
+    if let Some(current) = tries.current.as_mut() {
+        current.connected(std::os::fd::AsRawFd::as_raw_fd(&stream));
+    }
+    match tokio::time::timeout(write_timeout, stream.write_all(&plan.wire[..plan.wire_len])).await {
+        Err(_) => return Err(fail(TryError::TimedOut)),
+        Ok(Err(_)) => return Err(fail(TryError::Exchange("writing the request failed"))),
+        Ok(Ok(())) => {}
+    }
+    let head_request = plan.method == Method::HEAD;
+    let mut buffer: Vec<u8> = Vec::with_capacity(READ_BYTES);
+    let mut answered = false;
+    loop {
+        let failed = move |error| Failed { answered, error };
+        // Heads already read (several 1xx and the final one may come in one read).
+        while !buffer.is_empty() {
+            match parse_response(&buffer, head_request).map_err(failed)? {
+                None => break,
+                Some(head) if head.interim => {
+                    // 100 Continue, 103 Early Hints: passed on as they came.
+                    let forwarded = client.write_all(&head.client_head).await.is_ok()
+                        && client.flush().await.is_ok();
+                    buffer.drain(..head.len);
+                    if !forwarded {
+                        return Err(failed(TryError::Exchange("the client left")));
+                    }
+                }
+                Some(head) => return Ok((stream, buffer, head)),
+            }
+        }
+        if buffer.len() >= MAX_RESPONSE_HEAD {
+            return Err(failed(TryError::Exchange("the response head is too large")));
+        }
+        if buffer.capacity() - buffer.len() < 1024 {
+            buffer.reserve(READ_BYTES.min(MAX_RESPONSE_HEAD - buffer.len()).max(1));
+        }
+        match tokio::time::timeout(read_timeout, stream.read_buf(&mut buffer)).await {
+            Err(_) => return Err(failed(TryError::TimedOut)),
+            Ok(Err(_)) => return Err(failed(TryError::Exchange("reading the response failed"))),
+            Ok(Ok(0)) => {
+                return Err(failed(TryError::Exchange(
+                    "the server closed the connection",
+                )))
+            }
+            Ok(Ok(_)) => answered = true,
+        }
+    }
+}
+
+/// The response head at the start of `buffer`, if complete.
+fn parse_response(buffer: &[u8], head_request: bool) -> Result<Option<ResponseHead>, TryError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let mut config = httparse::ParserConfig::default();
+    config.allow_spaces_after_header_name_in_responses(true);
+    config.allow_obsolete_multiline_headers_in_responses(true);
+    let len = match config.parse_response(&mut response, buffer) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(TryError::Exchange("a malformed response head")),
+    };
+    let status = response.code.ok_or(TryError::Exchange("no status"))?;
+    let version = response.version.unwrap_or(1);
+    let interim = (100..200).contains(&status) && status != 101;
+    let headers: &[httparse::Header<'_>] = response.headers;
+
+    let mut length: Option<u64> = None;
+    let mut bad_length = false;
+    let mut chunked = false;
+    let mut coded = false;
+    let mut server_close = false;
+    let mut server_keep_alive = false;
+    for header in headers {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            for part in header.value.split(|&b| b == b',') {
+                let part = part.trim_ascii();
+                let digits = !part.is_empty() && part.iter().all(u8::is_ascii_digit);
+                let value = std::str::from_utf8(part)
+                    .ok()
+                    .and_then(|p| p.parse::<u64>().ok());
+                match value {
+                    Some(v) if digits && length.is_none_or(|l| l == v) => length = Some(v),
+                    _ => bad_length = true,
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            coded = true;
+            chunked = header
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            let value = header.value.trim_ascii();
+            server_keep_alive |= value.eq_ignore_ascii_case(b"keep-alive");
+            server_close |= value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+    // Beside Transfer-Encoding, Content-Length is dropped, whatever it says.
+    if bad_length && !coded {
+        return Err(TryError::Exchange("an invalid Content-Length"));
+    }
+    if status == 101 {
+        return Err(TryError::Exchange("an upgrade the request did not ask for"));
+    }
+    let framing = if interim || status == 204 || status == 304 || head_request {
+        Framing::None
+    } else if chunked {
+        Framing::Chunked
+    } else if coded {
+        Framing::RawUntilClose
+    } else if let Some(length) = length {
+        Framing::Length(length)
+    } else {
+        Framing::UntilClose
+    };
+    let server_keeps = !server_close
+        && !interim
+        && status != 101
+        && if version == 0 {
+            server_keep_alive && !coded
+        } else {
+            true
+        }
+        && !matches!(framing, Framing::UntilClose | Framing::RawUntilClose);
+
+    let mut client_head = Vec::with_capacity(len + 64);
+    let rechunk = framing == Framing::UntilClose;
+    client_head.extend_from_slice(if version == 0 && !rechunk {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    let mut code = itoa::Buffer::new();
+    client_head.extend_from_slice(code.format(status).as_bytes());
+    client_head.push(b' ');
+    client_head.extend_from_slice(response.reason.unwrap_or("").as_bytes());
+    client_head.extend_from_slice(b"\r\n");
+    for header in headers {
+        let name = header.name;
+        let dropped = !interim
+            && (name.eq_ignore_ascii_case("date")
+                || name.eq_ignore_ascii_case("connection")
+                || (coded && name.eq_ignore_ascii_case("content-length")));
+        if dropped {
+            continue;
+        }
+        client_head.extend_from_slice(name.as_bytes());
+        client_head.extend_from_slice(b": ");
+        // A folded line goes on as one line.
+        client_head.extend(header.value.iter().map(|&b| {
+            if b == b'\r' || b == b'\n' {
+                b' '
+            } else {
+                b
+            }
+        }));
+        client_head.extend_from_slice(b"\r\n");
+    }
+    if !interim {
+        if rechunk {
+            client_head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        client_head.put_slice(b"Date: ");
+        client_head.put_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+        client_head.put_slice(b"\r\n");
+    } else {
+        client_head.extend_from_slice(b"\r\n");
+    }
+    Ok(Some(ResponseHead {
+        status,
+        interim,
+        len,
+        framing,
+        server_keeps,
+        client_head,
+    }))
+}
+
+/// How the relay of a response ended.
+struct Relayed {
+    /// The server connection, when it can take another request.
+    reusable: Option<TcpStream>,
+    /// The client connection can take another request.
+    client_keeps: bool,
+}
+
+/// Send the response head and body to the client.
+async fn relay<C>(
+    mut stream: TcpStream,
+    buffer: &mut Vec<u8>,
+    mut head: ResponseHead,
+    keep_alive: bool,
+    read_timeout: Duration,
+    client: &mut C,
+) -> Relayed
+where
+    C: AsyncWrite + Unpin,
+{
+    let client_keeps = keep_alive && head.framing != Framing::RawUntilClose;
+    head.client_head.extend_from_slice(if client_keeps {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    });
+    buffer.drain(..head.len);
+    let failed = Relayed {
+        reusable: None,
+        client_keeps: false,
+    };
+    let mut out = head.client_head;
+    let mut body = Body::new(head.framing);
+    let mut done = body.take(buffer, &mut out);
+    let Ok(mut finished) = done else {
+        let _ = client.write_all(&out).await;
+        return failed;
+    };
+    loop {
+        if !out.is_empty() {
+            if client.write_all(&out).await.is_err() {
+                return failed;
+            }
+            out.clear();
+        }
+        if finished {
+            break;
+        }
+        if buffer.capacity() - buffer.len() < 1024 {
+            buffer.reserve(READ_BYTES);
+        }
+        let read = tokio::time::timeout(read_timeout, read_some(&mut stream, buffer)).await;
+        let ended = match read {
+            Ok(Ok(0)) => true,
+            Ok(Ok(_)) => false,
+            Err(_) | Ok(Err(_)) => {
+                // The body stops here: what went out stays, the client connection closes.
+                let _ = client.flush().await;
+                return failed;
+            }
+        };
+        if ended {
+            match body.end(&mut out) {
+                Ok(()) => {
+                    if client.write_all(&out).await.is_err() {
+                        return failed;
+                    }
+                    let _ = client.flush().await;
+                    return Relayed {
+                        reusable: None,
+                        client_keeps: client_keeps && body.is_framed_for_client(),
+                    };
+                }
+                Err(()) => {
+                    let _ = client.flush().await;
+                    return failed;
+                }
+            }
+        }
+        done = body.take(buffer, &mut out);
+        match done {
+            Ok(f) => finished = f,
+            Err(()) => {
+                let _ = client.write_all(&out).await;
+                let _ = client.flush().await;
+                return failed;
+            }
+        }
+    }
+    if client.flush().await.is_err() {
+        return failed;
+    }
+    // Bytes past the end of the response: the connection is not to be trusted again.
+    let reusable = (head.server_keeps && buffer.is_empty()).then_some(stream);
+    Relayed {
+        reusable,
+        client_keeps,
+    }
+}
+
+async fn read_some<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buffer: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    stream.read_buf(buffer).await
+}
+
+/// A response body on its way: how much is left, and what the client is sent.
+struct Body {
+    framing: Framing,
+    left: u64,
+    chunk: ChunkState,
+    trailers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+impl Body {
+    fn new(framing: Framing) -> Self {
+        Body {
+            framing,
+            left: match framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            chunk: ChunkState::Size,
+            trailers: 0,
+        }
+    }
+
+    /// Whether the client can tell where this body ended (it can keep its connection).
+    fn is_framed_for_client(&self) -> bool {
+        self.framing != Framing::RawUntilClose
+    }
+
+    /// Move what `input` holds of the body into `out` (as the client is sent it); true when
+    /// the body is complete. What follows the body stays in `input`.
+    fn take(&mut self, input: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<bool, ()> {
+        match self.framing {
+            Framing::None => Ok(true),
+            Framing::Length(_) => {
+                let n = (input.len() as u64).min(self.left) as usize;
+                out.extend_from_slice(&input[..n]);
+                input.drain(..n);
+                self.left -= n as u64;
+                Ok(self.left == 0)
+            }
+            Framing::RawUntilClose => {
+                out.extend_from_slice(input);
+                input.clear();
+                Ok(false)
+            }
+            Framing::UntilClose => {
+                if !input.is_empty() {
+                    push_chunk(out, input);
+                    input.clear();
+                }
+                Ok(false)
+            }
+            Framing::Chunked => {
+                let consumed = self.dechunk(input, out)?;
+                input.drain(..consumed);
+                Ok(self.chunk == ChunkState::Done)
+            }
+        }
+    }
+
+    /// The server closed: the end of a body read until close, an error for any other.
+    fn end(&mut self, out: &mut Vec<u8>) -> Result<(), ()> {
+        match self.framing {
+            Framing::UntilClose => {
+                out.extend_from_slice(b"0\r\n\r\n");
+                Ok(())
+            }
+            Framing::RawUntilClose => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    /// Decode chunks from `input` into `out`, encoded again; the bytes consumed.
+    fn dechunk(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ()> {
+        let mut at = 0;
+        loop {
+            let rest = &input[at..];
+            match self.chunk {
+                ChunkState::Done => return Ok(at),
+                ChunkState::Size => match httparse::parse_chunk_size(rest) {
+                    Ok(httparse::Status::Complete((n, 0))) => {
+                        at += n;
+                        self.chunk = ChunkState::Trailers;
+                    }
+                    Ok(httparse::Status::Complete((n, size))) => {
+                        at += n;
+                        self.chunk = ChunkState::Data(size);
+                    }
+                    Ok(httparse::Status::Partial) if rest.len() < MAX_CHUNK_LINE => return Ok(at),
+                    _ => return Err(()),
+                },
+                ChunkState::Data(left) => {
+                    if rest.is_empty() {
+                        return Ok(at);
+                    }
+                    let n = (rest.len() as u64).min(left) as usize;
+                    push_chunk(out, &rest[..n]);
+                    at += n;
+                    self.chunk = if left == n as u64 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - n as u64)
+                    };
+                }
+                ChunkState::DataEnd => {
+                    if rest.len() < 2 {
+                        return Ok(at);
+                    }
+                    if &rest[..2] != b"\r\n" {
+                        return Err(());
+                    }
+                    at += 2;
+                    self.chunk = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    // Trailer lines are read and dropped (as pingora does), then the end.
+                    let Some(line) = rest.iter().position(|&b| b == b'\n') else {
+                        if self.trailers + rest.len() > MAX_TRAILERS {
+                            return Err(());
+                        }
+                        return Ok(at);
+                    };
+                    self.trailers += line + 1;
+                    if self.trailers > MAX_TRAILERS {
+                        return Err(());
+                    }
+                    let empty = line == 0 || (line == 1 && rest[0] == b'\r');
+                    at += line + 1;
+                    if empty {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                        self.chunk = ChunkState::Done;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    use std::io::Write as _;
+    let _ = write!(out, "{:X}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Answer the client with one of Rempart's answers (it closes the connection).
+async fn fail<C>(runtime: &Runtime, plan: &Plan, reason: Reason, client: &mut C) -> Ending
+where
+    C: AsyncWrite + Unpin,
+{
+    let mut answer = Answer::new(reason);
+    if reason == Reason::NoUpstream {
+        answer.retry_after = Some(5);
+    }
+    answer_client(runtime, plan, answer, client).await
+}
+
+async fn answer_client<C>(
+    runtime: &Runtime,
+    plan: &Plan,
+    mut answer: Answer,
+    client: &mut C,
+) -> Ending
+where
+    C: AsyncWrite + Unpin,
+{
+    // As the pipeline: after a failed proxy attempt the client connection is not reused.
+    answer.close = true;
+    runtime
+        .metrics
+        .responses_generated_total
+        .with_label_values(&[answer.reason.as_str()])
+        .inc();
+    let part = |range: &Option<Range<usize>>| range.clone().and_then(|r| plan.wire.get(r));
+    let accept = part(&plan.accept);
+    let accept_language = part(&plan.accept_language);
+    let mut status = answer.reason.status();
+    if let Some((bytes, written)) = early::wire(&answer, &plan.method, accept, accept_language) {
+        status = written;
+        if client.write_all(&bytes).await.is_ok() {
+            let _ = client.flush().await;
+        }
+    }
+    Ending {
+        status,
+        reason: Some(answer.reason),
+    }
+}
+
+/// The metrics and access-log line of a forwarded request, as the pipeline's `logging`.
+fn log(runtime: &Runtime, plan: &Plan, tries: &Tries, upstream: &Upstream, ending: &Ending) {
+    let elapsed = plan.started.elapsed();
+    let metrics = &runtime.metrics;
+    metrics.requests_answered.fetch_add(1, Ordering::Relaxed);
+    if ending.status >= 500 {
+        metrics.responses_5xx.fetch_add(1, Ordering::Relaxed);
+    }
+    let route = plan.snapshot.routes.get(plan.route);
+    if let Some(route) = route {
+        route.metrics.count(ending.status);
+        route.metrics.duration.observe(elapsed.as_secs_f64());
+    }
+    if !runtime.access_log.enabled() {
+        return;
+    }
+    let datacenter = tries
+        .datacenter
+        .and_then(|dc| upstream.datacenters.get(dc))
+        .map_or("", |dc| dc.name.as_str());
+    let path = plan
+        .wire
+        .get(plan.path.clone())
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .unwrap_or("");
+    let record = AccessRecord {
+        time: SystemTime::now(),
+        client_ip: Some(plan.client_ip),
+        method: plan.method.as_str(),
+        host: &plan.host,
+        path,
+        status: ending.status,
+        route: route.map_or("", |r| r.route.name.as_str()),
+        upstream: upstream.name.as_str(),
+        datacenter,
+        server: tries.tried.last().copied(),
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        upstream_ms: tries.upstream_ms,
+        queue_ms: None,
+        retries: tries.retries,
+        reason: ending.reason.map(Reason::as_str),
+        limit: plan
+            .shield
+            .limit
+            .as_deref()
+            .or(plan.shield.dry_run.as_deref()),
+        request_id: &plan.request_id,
+    };
+    runtime.log_access(&record);
+}
