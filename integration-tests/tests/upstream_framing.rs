@@ -613,6 +613,33 @@ fn conflicting_content_lengths_are_a_502() {
     );
 }
 
+/// A status below 100 is no HTTP status: 502, never passed on as a status line.
+#[test]
+fn a_status_below_100_is_a_502() {
+    let s = start(|path| match path {
+        "/odd" => Some(Reply::keep(
+            &b"HTTP/1.1 099 Odd\r\nContent-Length: 5\r\n\r\nhello"[..],
+        )),
+        _ => None,
+    });
+    let mut c = Client::connect(s.http);
+    let r = c
+        .get("/odd")
+        .unwrap_or_else(|e| panic!("GET /odd: {e}\n{}", s.context()));
+    assert_eq!(
+        r.status,
+        502,
+        "the client got:\n{}\n{}",
+        r.head,
+        s.context()
+    );
+    assert!(
+        !String::from_utf8_lossy(&r.raw).contains("hello"),
+        "the origin's body must not reach the client: {:?}",
+        String::from_utf8_lossy(&r.raw)
+    );
+}
+
 /// Case 3: A second response smuggled after a Content-Length body: the connection is not
 /// reused, the smuggled answer never reaches anyone.
 #[test]

@@ -47,6 +47,8 @@ use crate::upstream::{self, Choice, InFlight, Outcome, Upstream};
 
 /// Request headers a head may have to be forwarded directly.
 const MAX_HEADERS: usize = 64;
+/// Bytes a target may have to be forwarded directly.
+const MAX_TARGET: usize = 8192;
 /// Headers a response head may have (pingora's bound).
 const MAX_RESPONSE_HEADERS: usize = 256;
 /// Bytes a response head may take (pingora's bound).
@@ -136,10 +138,12 @@ pub fn plan(
         _ => return None,
     };
     let target = request.path?;
+    // Unreserved, sub-delims, ':', '@', '/', '?', '%': what every parser takes as it is.
     let plain_target = target.starts_with('/')
+        && target.len() <= MAX_TARGET
         && target
             .bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) && b != b'#');
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b));
     if !plain_target {
         return None;
     }
@@ -184,6 +188,13 @@ pub fn plan(
         }
     }
     let host_value = host?;
+    // The head's size as the pipeline counts it (`classify::head_bytes`).
+    let counted = headers.iter().fold(target.len() + 16, |sum, h| {
+        sum + h.name.len() + h.value.len() + 4
+    });
+    if counted > server.max_header_bytes {
+        return None;
+    }
 
     let trusted = &server.trusted_proxies;
     let peer_trusted = forwarded::is_trusted(peer_ip, trusted);
@@ -356,6 +367,8 @@ enum TryError {
     Exchange(&'static str),
     /// No response bytes within the read timeout.
     TimedOut,
+    /// The client left while an interim answer (1xx) was written to it.
+    ClientGone,
 }
 
 impl std::fmt::Display for TryError {
@@ -364,6 +377,7 @@ impl std::fmt::Display for TryError {
             TryError::Connect(e) => e.fmt(f),
             TryError::Exchange(what) => f.write_str(what),
             TryError::TimedOut => f.write_str("no response in time"),
+            TryError::ClientGone => f.write_str("the client left"),
         }
     }
 }
@@ -372,7 +386,7 @@ impl TryError {
     fn outcome(&self) -> Outcome {
         match self {
             TryError::Connect(_) => Outcome::ConnectError,
-            TryError::Exchange(_) => Outcome::Error,
+            TryError::Exchange(_) | TryError::ClientGone => Outcome::Error,
             TryError::TimedOut => Outcome::Timeout,
         }
     }
@@ -429,7 +443,10 @@ struct Tries {
     current: Option<InFlight>,
     try_started: Option<Instant>,
     upstream_ms: Option<f64>,
+    /// A try was cut because its server went down.
     cut: bool,
+    /// An interim answer (1xx) went to the client: the response has started.
+    interim_sent: bool,
 }
 
 impl Tries {
@@ -449,7 +466,7 @@ impl Tries {
             // GET and HEAD, without a body.
             safe: true,
             body_replayable: true,
-            response_started: false,
+            response_started: self.interim_sent,
             reached_retries: self.reached_retries,
             attempts: upstream.config.retries.attempts,
             another_server: upstream.has_another(&self.tried, now),
@@ -483,6 +500,7 @@ where
         try_started: None,
         upstream_ms: None,
         cut: false,
+        interim_sent: false,
     };
     let keep_alive = plan.keep_alive;
     let (ending, keep) = loop {
@@ -556,11 +574,21 @@ where
         .await;
         let (stream, mut buffer, head) = match exchange {
             Ok(ok) => ok,
+            Err(TryError::ClientGone) => {
+                // The client's side failed: nobody to blame, nothing to retry or answer.
+                tries.end_try(&upstream, Outcome::Error, None, false);
+                break (
+                    Ending {
+                        status: 0,
+                        reason: None,
+                    },
+                    false,
+                );
+            }
             Err(e) => {
                 tracing::debug!(%server, error = %e, "a try failed");
                 let outcome = e.outcome();
-                let cut = tries.current.as_ref().is_some_and(InFlight::was_cut);
-                tries.cut |= cut;
+                tries.cut |= tries.current.as_ref().is_some_and(InFlight::was_cut);
                 // A `per_try` expiry says the server is slow, not that it failed.
                 let blame = !(per_try && outcome == Outcome::Timeout);
                 tries.end_try(&upstream, outcome, None, blame);
@@ -568,11 +596,21 @@ where
                 if tries.retry(&upstream, kind) {
                     continue;
                 }
-                let reason = if cut && !matches!(e, TryError::Connect(_)) {
+                let reason = if tries.cut {
                     Reason::UpstreamDown
                 } else {
                     e.reason()
                 };
+                if tries.interim_sent {
+                    // The response has started: the connection closes, without an answer.
+                    break (
+                        Ending {
+                            status: 0,
+                            reason: Some(reason),
+                        },
+                        false,
+                    );
+                }
                 break (fail(runtime, &plan, reason, client).await, false);
             }
         };
@@ -593,7 +631,7 @@ where
             &mut buffer,
             head,
             keep_alive && !runtime.is_draining(),
-            timeouts.response,
+            read_timeout,
             client,
         )
         .await;
@@ -603,7 +641,7 @@ where
         break (
             Ending {
                 status,
-                reason: None,
+                reason: relayed.failure,
             },
             relayed.client_keeps,
         );
@@ -629,13 +667,15 @@ where
     C: AsyncWrite + Unpin,
 {
     // A pooled connection the server closed just as it was taken fails before any byte of a
-    // response: the request is sent again on a new connection (once), as pingora does.
+    // response: the request is sent again on a new connection to the same server, once
+    // (pingora's own rule for reused connections). Not when the try was cut: its server is
+    // down, and the pipeline's rules decide.
     if let Some(stream) = pool::take(server) {
         match exchange(plan, stream, tries, read_timeout, write_timeout, client).await {
             Err(Failed {
                 answered: false,
                 error: TryError::Exchange(_),
-            }) => {}
+            }) if !tries.current.as_ref().is_some_and(InFlight::was_cut) => {}
             other => return other.map_err(|f| f.error),
         }
     }
@@ -694,8 +734,9 @@ where
                         && client.flush().await.is_ok();
                     buffer.drain(..head.len);
                     if !forwarded {
-                        return Err(failed(TryError::Exchange("the client left")));
+                        return Err(failed(TryError::ClientGone));
                     }
+                    tries.interim_sent = true;
                 }
                 Some(head) => return Ok((stream, buffer, head)),
             }
@@ -775,6 +816,9 @@ fn parse_response(buffer: &[u8], head_request: bool) -> Result<Option<ResponseHe
     if bad_length && !coded {
         return Err(TryError::Exchange("an invalid Content-Length"));
     }
+    if status < 100 {
+        return Err(TryError::Exchange("a status below 100"));
+    }
     if status == 101 {
         return Err(TryError::Exchange("an upgrade the request did not ask for"));
     }
@@ -797,7 +841,9 @@ fn parse_response(buffer: &[u8], head_request: bool) -> Result<Option<ResponseHe
         } else {
             true
         }
-        && !matches!(framing, Framing::UntilClose | Framing::RawUntilClose);
+        && !matches!(framing, Framing::UntilClose | Framing::RawUntilClose)
+        // A length beside a coding is ambiguous framing (RFC 9112, 6.3): not trusted again.
+        && !(coded && (length.is_some() || bad_length));
 
     let mut client_head = Vec::with_capacity(len + 64);
     let rechunk = framing == Framing::UntilClose;
@@ -858,6 +904,8 @@ struct Relayed {
     reusable: Option<TcpStream>,
     /// The client connection can take another request.
     client_keeps: bool,
+    /// Why the body stopped short, when the server's side failed (for the log).
+    failure: Option<Reason>,
 }
 
 /// Send the response head and body to the client.
@@ -879,21 +927,23 @@ where
         b"Connection: close\r\n\r\n"
     });
     buffer.drain(..head.len);
-    let failed = Relayed {
+    let failed = |failure| Relayed {
         reusable: None,
         client_keeps: false,
+        failure,
     };
+    let bad = Some(Reason::UpstreamError);
     let mut out = head.client_head;
     let mut body = Body::new(head.framing);
     let mut done = body.take(buffer, &mut out);
     let Ok(mut finished) = done else {
         let _ = client.write_all(&out).await;
-        return failed;
+        return failed(bad);
     };
     loop {
         if !out.is_empty() {
             if client.write_all(&out).await.is_err() {
-                return failed;
+                return failed(None);
             }
             out.clear();
         }
@@ -907,27 +957,32 @@ where
         let ended = match read {
             Ok(Ok(0)) => true,
             Ok(Ok(_)) => false,
-            Err(_) | Ok(Err(_)) => {
+            Err(_) => {
                 // The body stops here: what went out stays, the client connection closes.
                 let _ = client.flush().await;
-                return failed;
+                return failed(Some(Reason::UpstreamTimeout));
+            }
+            Ok(Err(_)) => {
+                let _ = client.flush().await;
+                return failed(bad);
             }
         };
         if ended {
             match body.end(&mut out) {
                 Ok(()) => {
                     if client.write_all(&out).await.is_err() {
-                        return failed;
+                        return failed(None);
                     }
                     let _ = client.flush().await;
                     return Relayed {
                         reusable: None,
                         client_keeps: client_keeps && body.is_framed_for_client(),
+                        failure: None,
                     };
                 }
                 Err(()) => {
                     let _ = client.flush().await;
-                    return failed;
+                    return failed(bad);
                 }
             }
         }
@@ -937,18 +992,19 @@ where
             Err(()) => {
                 let _ = client.write_all(&out).await;
                 let _ = client.flush().await;
-                return failed;
+                return failed(bad);
             }
         }
     }
     if client.flush().await.is_err() {
-        return failed;
+        return failed(None);
     }
     // Bytes past the end of the response: the connection is not to be trusted again.
     let reusable = (head.server_keeps && buffer.is_empty()).then_some(stream);
     Relayed {
         reusable,
         client_keeps,
+        failure: None,
     }
 }
 
