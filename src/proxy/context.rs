@@ -11,7 +11,7 @@ use pingora::proxy::Session;
 use crate::answer::Reason;
 use crate::runtime::Snapshot;
 use crate::telemetry::Metrics;
-use crate::upstream::retry::{Attempt, RetryKind};
+use crate::upstream::retry::{Replay, RetryKind, Tally};
 use crate::upstream::{InFlight, Outcome, Upstream};
 
 use super::classify::body_fits_replay_buffer;
@@ -51,10 +51,8 @@ pub struct RequestCtx {
     pub(super) datacenter: Option<usize>,
     pub(super) current: Option<InFlight>,
     pub(super) tried: Vec<SocketAddr>,
-    /// Every retry made (for the access log).
-    pub(super) retries: u32,
-    /// Retries after a try that reached a server (bounded by `retries.attempts`).
-    pub(super) reached_retries: u32,
+    /// The retries made.
+    pub(super) tally: Tally,
     /// The request may be sent again (idempotent method or `Idempotency-Key`).
     pub(super) safe_to_resend: bool,
     /// `upstream_response_filter` turned a 502-504 answer into a retry.
@@ -103,24 +101,12 @@ impl RequestCtx {
         let Some(upstream) = self.upstream() else {
             return false;
         };
-        let now = upstream.now_ms();
-        let attempt = Attempt {
-            kind,
+        let replay = Replay {
             safe: self.safe_to_resend,
             body_replayable: body_fits_replay_buffer(session.req_header())
                 && !session.as_ref().retry_buffer_truncated(),
             response_started: session.response_written().is_some(),
-            reached_retries: self.reached_retries,
-            attempts: upstream.config.retries.attempts,
-            another_server: upstream.has_another(&self.tried, now),
         };
-        if upstream.decide_retry(&attempt, now).is_err() {
-            return false;
-        }
-        self.retries += 1;
-        if kind != RetryKind::Connect {
-            self.reached_retries += 1;
-        }
-        true
+        self.tally.retry(&upstream, kind, replay, &self.tried)
     }
 }

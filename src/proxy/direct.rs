@@ -42,7 +42,7 @@ use crate::runtime::{Runtime, Snapshot};
 use crate::shield::RequestState;
 use crate::telemetry::AccessRecord;
 use crate::upstream::pool::{self, ConnectFailure};
-use crate::upstream::retry::{Attempt, RetryKind};
+use crate::upstream::retry::{Replay, RetryKind, Tally};
 use crate::upstream::{self, Choice, InFlight, Outcome, Upstream};
 
 /// Request headers a head may have to be forwarded directly.
@@ -437,8 +437,7 @@ struct Ending {
 /// The state of the request's tries.
 struct Tries {
     tried: Vec<SocketAddr>,
-    retries: u32,
-    reached_retries: u32,
+    tally: Tally,
     datacenter: Option<usize>,
     current: Option<InFlight>,
     try_started: Option<Instant>,
@@ -460,25 +459,13 @@ impl Tries {
     }
 
     fn retry(&mut self, upstream: &Upstream, kind: RetryKind) -> bool {
-        let now = upstream.now_ms();
-        let attempt = Attempt {
-            kind,
+        let replay = Replay {
             // GET and HEAD, without a body.
             safe: true,
             body_replayable: true,
             response_started: self.interim_sent,
-            reached_retries: self.reached_retries,
-            attempts: upstream.config.retries.attempts,
-            another_server: upstream.has_another(&self.tried, now),
         };
-        if upstream.decide_retry(&attempt, now).is_err() {
-            return false;
-        }
-        self.retries += 1;
-        if kind != RetryKind::Connect {
-            self.reached_retries += 1;
-        }
-        true
+        self.tally.retry(upstream, kind, replay, &self.tried)
     }
 }
 
@@ -493,8 +480,7 @@ where
     upstream.record_request(upstream.now_ms());
     let mut tries = Tries {
         tried: Vec::new(),
-        retries: 0,
-        reached_retries: 0,
+        tally: Tally::default(),
         datacenter: None,
         current: None,
         try_started: None,
@@ -544,7 +530,7 @@ where
         tries.tried.push(pick.server.address);
         tries.datacenter = Some(pick.datacenter);
         if let Some(per_try) = timeouts.per_try {
-            let last = tries.reached_retries >= upstream.config.retries.attempts
+            let last = tries.tally.reached >= upstream.config.retries.attempts
                 || !upstream.has_another(&tries.tried, now);
             if !last {
                 read_timeout = per_try.min(timeouts.response);
@@ -1250,7 +1236,7 @@ fn log(runtime: &Runtime, plan: &Plan, tries: &Tries, upstream: &Upstream, endin
         duration_ms: elapsed.as_secs_f64() * 1000.0,
         upstream_ms: tries.upstream_ms,
         queue_ms: None,
-        retries: tries.retries,
+        retries: tries.tally.retries,
         reason: ending.reason.map(Reason::as_str),
         limit: plan
             .shield

@@ -96,8 +96,7 @@ impl ProxyHttp for RempartProxy {
             datacenter: None,
             current: None,
             tried: Vec::new(),
-            retries: 0,
-            reached_retries: 0,
+            tally: Default::default(),
             safe_to_resend: false,
             retrying_status: false,
             all_down: false,
@@ -344,7 +343,7 @@ impl ProxyHttp for RempartProxy {
         // response timeout. Never on its last try, which gets the whole response timeout (a
         // slow answer beats none).
         if let Some(per_try) = upstream.config.timeouts.per_try {
-            let last = ctx.reached_retries >= upstream.config.retries.attempts
+            let last = ctx.tally.reached >= upstream.config.retries.attempts
                 || !upstream.has_another(&ctx.tried, now);
             let upgrade = session.is_upgrade_req();
             if ctx.safe_to_resend && body_fits_replay_buffer(req) && !last && !upgrade {
@@ -679,7 +678,7 @@ impl ProxyHttp for RempartProxy {
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream_ms: ctx.upstream_ms,
             queue_ms: ctx.queue_ms,
-            retries: ctx.retries,
+            retries: ctx.tally.retries,
             reason: ctx.reason.map(Reason::as_str),
             limit: ctx
                 .shield

@@ -183,6 +183,14 @@ impl CompiledLimit {
     }
 }
 
+/// What `Shield::admit` knows before asking the limits.
+enum BeforeLimits {
+    /// Decided: passes (None) or refused.
+    Decided(Option<Answer>),
+    /// The limits decide; the client's key.
+    Ask(u64),
+}
+
 /// The shield as one configuration generation defines it.
 pub struct Shield {
     /// By index of `Config::limits`.
@@ -338,6 +346,22 @@ impl Shield {
         }
     }
 
+    /// What `admit` decides before the limits: an allowed address passes, a banned one is
+    /// refused, a route without limits passes; else the limits are asked with the client's key.
+    fn before_limits(&self, route_limits: &[usize], client_ip: IpAddr) -> BeforeLimits {
+        if self.allowed(client_ip) {
+            return BeforeLimits::Decided(None);
+        }
+        let client_key = self.client_key(client_ip);
+        if let Some(left) = self.state.bans.banned(client_key) {
+            return BeforeLimits::Decided(Some(banned_answer(left)));
+        }
+        if route_limits.is_empty() {
+            return BeforeLimits::Decided(None);
+        }
+        BeforeLimits::Ask(client_key)
+    }
+
     /// Ban check, then the route's limits, in the route's order. `Some(answer)`: refused.
     /// A request refused by one limit is charged to none: every limit is asked first, and only
     /// a request all of them let through is charged.
@@ -348,16 +372,10 @@ impl Shield {
         client_ip: IpAddr,
         state: &mut RequestState,
     ) -> Option<Answer> {
-        if self.allowed(client_ip) {
-            return None;
-        }
-        let client_key = self.client_key(client_ip);
-        if let Some(left) = self.state.bans.banned(client_key) {
-            return Some(banned_answer(left));
-        }
-        if route_limits.is_empty() {
-            return None;
-        }
+        let client_key = match self.before_limits(route_limits, client_ip) {
+            BeforeLimits::Ask(client_key) => client_key,
+            BeforeLimits::Decided(decided) => return decided,
+        };
 
         // Form fields need the body (at most 64 KiB), read now and still forwarded whole.
         let mut form = FormBody::NotRead;
@@ -544,16 +562,10 @@ impl Shield {
         client_ip: IpAddr,
         state: &mut RequestState,
     ) -> Option<Answer> {
-        if self.allowed(client_ip) {
-            return None;
-        }
-        let client_key = self.client_key(client_ip);
-        if let Some(left) = self.state.bans.banned(client_key) {
-            return Some(banned_answer(left));
-        }
-        if route_limits.is_empty() {
-            return None;
-        }
+        let client_key = match self.before_limits(route_limits, client_ip) {
+            BeforeLimits::Ask(client_key) => client_key,
+            BeforeLimits::Decided(decided) => return decided,
+        };
         let key_of = |limit: &CompiledLimit| match limit.key {
             LimitKey::Global => GLOBAL_KEY,
             _ => client_key,

@@ -74,6 +74,57 @@ pub struct Attempt {
     pub another_server: bool,
 }
 
+/// The retries one request made, and the decision for its next failed try.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    /// Every retry made (for the access log).
+    pub retries: u32,
+    /// Retries after a try that reached a server (bounded by `retries.attempts`).
+    pub reached: u32,
+}
+
+/// What the request is, for the decision on a retry.
+#[derive(Debug, Clone, Copy)]
+pub struct Replay {
+    /// `safe_to_resend` of the request.
+    pub safe: bool,
+    /// The request body sent so far is still whole in the replay buffer.
+    pub body_replayable: bool,
+    /// Some of the response already went to the client.
+    pub response_started: bool,
+}
+
+impl Tally {
+    /// Whether the try that just failed is retried on `upstream` (its rules and budget), and
+    /// count it if so.
+    pub fn retry(
+        &mut self,
+        upstream: &super::Upstream,
+        kind: RetryKind,
+        replay: Replay,
+        tried: &[std::net::SocketAddr],
+    ) -> bool {
+        let now = upstream.now_ms();
+        let attempt = Attempt {
+            kind,
+            safe: replay.safe,
+            body_replayable: replay.body_replayable,
+            response_started: replay.response_started,
+            reached_retries: self.reached,
+            attempts: upstream.config.retries.attempts,
+            another_server: upstream.has_another(tried, now),
+        };
+        if upstream.decide_retry(&attempt, now).is_err() {
+            return false;
+        }
+        self.retries += 1;
+        if kind != RetryKind::Connect {
+            self.reached += 1;
+        }
+        true
+    }
+}
+
 /// Why a failed try is not retried (for tests and debugging).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoRetry {
