@@ -190,7 +190,11 @@ impl ServerApp for Edge {
                     Some(Direct::Answer(early)) => Some(early),
                     Some(Direct::Forward(plan)) => {
                         guard.answered_head();
-                        if !direct::forward(&self.runtime, plan, &mut guard).await {
+                        // Boxed: a forwarding's state lives while it runs, not in every idle
+                        // connection's future.
+                        let forwarded =
+                            Box::pin(direct::forward(&self.runtime, plan, &mut guard)).await;
+                        if !forwarded {
                             return None;
                         }
                         continue;
