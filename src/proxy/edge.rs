@@ -4,11 +4,13 @@
 //! the connection guard watches it from then on; HTTP/1 requests are handed to pingora only
 //! once their head is complete.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -53,6 +55,36 @@ impl Edge {
             runtime,
             listeners,
         }
+    }
+
+    /// pingora serving the request whose head the guard holds. Its session is made here,
+    /// outside the connection's future, which would keep room for it for the connection's
+    /// whole life.
+    fn serve<'a>(
+        &'a self,
+        guard: Box<Guard>,
+        persisted: Option<HttpPersistentSettings>,
+        shutdown: &'a ShutdownWatch,
+        settings: guard::GuardSettings,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+        let mut session = ServerSession::new_http1(guard);
+        // Pipelined requests are served in order: what pingora reads past a request's end
+        // comes back in its persistent settings, and goes back to the guard.
+        session.set_pipelining_enabled(true);
+        match persisted {
+            Some(settings) => settings.apply_to_session(&mut session),
+            None => session.set_keepalive_reuses_remaining(
+                self.proxy
+                    .server_options()
+                    .and_then(|o| o.keepalive_request_limit),
+            ),
+        }
+        if *shutdown.borrow() || self.runtime.is_draining() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(settings.keepalive_timeout.as_secs().max(1)));
+        }
+        self.proxy.process_new_http(session, shutdown)
     }
 
     /// The TLS acceptor of the listener a connection came in on (None: plain HTTP).
@@ -148,7 +180,11 @@ impl ServerApp for Edge {
         };
 
         let report: Arc<dyn guard::GuardReport> = metrics.clone();
-        let (guard, control) = Guard::new(stream, settings, report);
+        // Made in a box at once: a local Guard would keep its room in this (long-lived) future.
+        let (mut guard, control) = {
+            let (guard, control) = Guard::new(stream, settings, report);
+            (Box::new(guard), control)
+        };
         // Known by its peer address while open, so that a request or a reload can end it.
         let shield_state = self.runtime.shield_state.clone();
         let h2 = guard.is_h2();
@@ -158,7 +194,7 @@ impl ServerApp for Edge {
         if guard.is_h2() {
             // HTTP/2: pingora's connection handling, the guard watching its frames.
             let _ = control;
-            let mut next: Option<Stream> = Some(Box::new(guard));
+            let mut next: Option<Stream> = Some(guard);
             while let Some(stream) = next {
                 next = self.proxy.process_new(stream, shutdown).await;
             }
@@ -167,7 +203,6 @@ impl ServerApp for Edge {
 
         // HTTP/1, as pingora's connection loop does it, except that Rempart waits for each
         // request's head itself (a small wait, not pingora's whole request state).
-        let mut guard = Box::new(guard);
         let mut persisted: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
@@ -210,26 +245,9 @@ impl ServerApp for Edge {
                 }
                 continue;
             }
-            let mut session = ServerSession::new_http1(guard);
-            // Pipelined requests are served in order: what pingora reads past a request's end
-            // comes back in its persistent settings, and goes back to the guard below.
-            session.set_pipelining_enabled(true);
-            match persisted.take() {
-                Some(settings) => settings.apply_to_session(&mut session),
-                None => session.set_keepalive_reuses_remaining(
-                    self.proxy
-                        .server_options()
-                        .and_then(|o| o.keepalive_request_limit),
-                ),
-            }
-            if *shutdown.borrow() || self.runtime.is_draining() {
-                session.set_keepalive(None);
-            } else {
-                session.set_keepalive(Some(settings.keepalive_timeout.as_secs().max(1)));
-            }
             let served = guard::with_connection(
                 control.clone(),
-                self.proxy.process_new_http(session, shutdown),
+                self.serve(guard, persisted.take(), shutdown, settings),
             )
             .await;
             let (stream, mut next) = served?.consume();

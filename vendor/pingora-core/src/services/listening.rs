@@ -229,11 +229,14 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    // [Rempart patch 1] The accepted stream is boxed, so that the task does not
+                    // keep room for it once the handshake took it.
+                    let io = Box::new(io);
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
                         // [Rempart patch 1] The handshake's state is boxed: it lives only while
                         // the handshake runs, not in the connection's task for its whole life.
-                        match timeout(Duration::from_secs(60), Box::pin(io.handshake())).await {
+                        match timeout(Duration::from_secs(60), Box::pin(unbox(io).handshake())).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
@@ -338,4 +341,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
     fn listen_addresses(&self) -> Option<Vec<String>> {
         Some(self.listeners.addresses())
     }
+}
+
+/// [Rempart patch 1] The value out of its box, the box freed at once (moved out of a box that
+/// stays in scope, the allocation would live as long as that scope).
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
 }
