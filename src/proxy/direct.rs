@@ -123,15 +123,7 @@ pub fn plan(
     let server = &snapshot.config.server;
 
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
-    match request.parse(&head[start..]) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return None,
-    }
-    if request.version != Some(1) || head.len() > server.max_header_bytes {
-        return None;
-    }
+    let request = early::parse_head(head, &mut headers, server.max_header_bytes)?;
     let method = match request.method? {
         "GET" => Method::GET,
         "HEAD" => Method::HEAD,

@@ -86,15 +86,7 @@ pub fn answer(
     }
 
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
-    match request.parse(&head[start..]) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return None,
-    }
-    if request.version != Some(1) || head.len() > server.max_header_bytes {
-        return None;
-    }
+    let request = parse_head(head, &mut headers, server.max_header_bytes)?;
     let client_ip = if peer_trusted {
         let xff = request
             .headers
@@ -168,6 +160,25 @@ pub fn answer(
         bytes,
         close: answer.close,
     })
+}
+
+/// A complete HTTP/1.1 head (leading empty lines allowed) of at most `max_bytes`, parsed in
+/// place into `headers`; None for anything else, which pingora's parser then decides.
+pub(super) fn parse_head<'h, 'b>(
+    head: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>],
+    max_bytes: usize,
+) -> Option<httparse::Request<'h, 'b>> {
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let mut request = httparse::Request::new(headers);
+    match request.parse(&head[start..]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return None,
+    }
+    if request.version != Some(1) || head.len() > max_bytes {
+        return None;
+    }
+    Some(request)
 }
 
 /// An answer of Rempart's as it goes on the wire to an HTTP/1.1 client, head and body (no body
