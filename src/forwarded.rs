@@ -5,7 +5,6 @@
 //! [`upstream_edits`] holds every rule about the forwarding headers: the proxy applies the
 //! edits it returns to the upstream request and knows nothing else about them.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,18 +105,26 @@ pub fn x_forwarded_for<'a>(lines: impl Iterator<Item = &'a [u8]>, peer: IpAddr) 
 pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
+            // Written on the stack, then appended at once.
+            let mut text = [0u8; 15];
+            let mut n = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[n] = b'.';
+                    n += 1;
                 }
                 if octet >= 100 {
-                    out.push(b'0' + octet / 100);
+                    text[n] = b'0' + octet / 100;
+                    n += 1;
                 }
                 if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
+                    text[n] = b'0' + octet / 10 % 10;
+                    n += 1;
                 }
-                out.push(b'0' + octet % 10);
+                text[n] = b'0' + octet % 10;
+                n += 1;
             }
+            out.extend_from_slice(&text[..n]);
         }
         IpAddr::V6(v6) => {
             use std::io::Write;
@@ -286,6 +293,18 @@ impl IncomingHeaders for [httparse::Header<'_>] {
     }
 
     fn unvouched(&self, found: &mut dyn FnMut(&HeaderName)) {
+        // Most heads have no name that could be one (11 to 24 bytes, starting with x-, true-,
+        // cf- or fastly-): one walk tells.
+        let could_be = |name: &str| {
+            (11..=24).contains(&name.len())
+                && matches!(
+                    name.as_bytes()[0].to_ascii_lowercase(),
+                    b'x' | b't' | b'c' | b'f'
+                )
+        };
+        if !self.iter().any(|h| could_be(h.name)) {
+            return;
+        }
         // In the order of UNVOUCHED, each once, as the header map gives them.
         for name in UNVOUCHED.iter() {
             if IncomingHeaders::contains(self, name) {
@@ -323,109 +342,157 @@ pub fn upstream_edits(
     policy: ForwardedPolicy,
 ) -> Vec<HeaderEdit> {
     let mut edits = Vec::with_capacity(5);
+    edit_upstream(incoming, hop, policy, &mut edits);
+    edits
+}
 
+/// Where the edits of [`upstream_edits`] go: a list for a header map, or straight onto the
+/// wire (the edge's direct forwarding, without a header value allocated per edit).
+pub trait EditSink {
+    /// Every line of `name` replaced by `value`, a valid header value (never empty).
+    fn set(&mut self, name: &HeaderName, value: &[u8]);
+    /// Every line of `name` removed.
+    fn remove(&mut self, name: &HeaderName);
+}
+
+impl EditSink for Vec<HeaderEdit> {
+    fn set(&mut self, name: &HeaderName, value: &[u8]) {
+        // Checked by the caller: a valid value always converts.
+        match HeaderValue::from_bytes(value) {
+            Ok(value) => self.push(HeaderEdit::Set(name.clone(), value)),
+            Err(_) => self.push(HeaderEdit::Remove(name.clone())),
+        }
+    }
+
+    fn remove(&mut self, name: &HeaderName) {
+        self.push(HeaderEdit::Remove(name.clone()));
+    }
+}
+
+/// [`upstream_edits`], each edit given to `sink` as it is decided, in the same order.
+pub fn edit_upstream(
+    incoming: &(impl IncomingHeaders + ?Sized),
+    hop: &Hop,
+    policy: ForwardedPolicy,
+    sink: &mut impl EditSink,
+) {
     let xff = x_forwarded_for(incoming.lines(&X_FORWARDED_FOR), hop.peer);
-    edits.push(set_or_remove(&X_FORWARDED_FOR, &xff, || {
+    set_or_remove(sink, &X_FORWARDED_FOR, &xff, || {
         let mut peer = Vec::with_capacity(15);
         push_ip(&mut peer, canonical(hop.peer));
         peer
-    }));
+    });
 
     let keep = |name: &HeaderName| hop.peer_trusted && incoming.contains(name);
     if !keep(&X_FORWARDED_PROTO) {
-        edits.push(HeaderEdit::Set(
-            X_FORWARDED_PROTO.clone(),
-            HeaderValue::from_static(hop.proto()),
-        ));
+        sink.set(&X_FORWARDED_PROTO, hop.proto().as_bytes());
     }
     if !keep(&X_FORWARDED_HOST) {
-        edits.push(set_or_remove(
+        set_or_remove(
+            sink,
             &X_FORWARDED_HOST,
             hop.host.unwrap_or_default(),
             Vec::new,
-        ));
+        );
     }
 
     if !hop.peer_trusted {
         // One walk over the incoming names (a few), not a look-up per unvouched name.
-        incoming.unvouched(&mut |name| edits.push(HeaderEdit::Remove(name.clone())));
+        incoming.unvouched(&mut |name| sink.remove(name));
     }
 
     let client = canonical(hop.client_ip);
     match (policy, hop.peer_trusted) {
         (ForwardedPolicy::Strip, true) => {}
         (ForwardedPolicy::Strip, false) => {
-            edits.push(HeaderEdit::Remove(FORWARDED));
-            edits.push(HeaderEdit::Remove(X_REAL_IP.clone()));
+            sink.remove(&FORWARDED);
+            sink.remove(&X_REAL_IP);
         }
         (ForwardedPolicy::Rewrite, trusted) => {
-            let own = |for_ip| forwarded_element(for_ip, hop.tls, hop.host);
             let value = if trusted {
                 let peer = canonical(hop.peer);
                 let mut value = incoming_forwarded(incoming.lines(&FORWARDED));
                 if value.is_empty() && client != peer {
-                    value = forwarded_for_only(client);
+                    push_forwarded_for(&mut value, client);
                 }
                 if !value.is_empty() {
                     value.extend_from_slice(b", ");
                 }
-                value.extend_from_slice(&own(peer));
+                push_forwarded_element(&mut value, peer, hop.tls, hop.host);
                 value
             } else {
-                own(client)
+                forwarded_element(client, hop.tls, hop.host)
             };
-            edits.push(set_or_remove(&FORWARDED, &value, || {
-                forwarded_for_only(client)
-            }));
-            edits.push(HeaderEdit::Set(X_REAL_IP.clone(), ip_header_value(client)));
+            set_or_remove(sink, &FORWARDED, &value, || {
+                let mut value = Vec::with_capacity(48);
+                push_forwarded_for(&mut value, client);
+                value
+            });
+            let mut text = Vec::with_capacity(39);
+            push_ip(&mut text, client);
+            // An address is ASCII digits, dots, colons and hex: always a header value.
+            sink.set(&X_REAL_IP, &text);
         }
     }
-    edits
+}
+
+/// Whether `value` can be a header value as `http` takes it (no control character but tab).
+fn is_header_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
 /// Set `name` to `value`; to `fallback()` when `value` cannot be a header value; removed when
 /// that is empty or invalid too.
 fn set_or_remove(
+    sink: &mut impl EditSink,
     name: &HeaderName,
     value: &[u8],
     fallback: impl FnOnce() -> Vec<u8>,
-) -> HeaderEdit {
-    let valid = |v: &[u8]| {
-        (!v.is_empty())
-            .then(|| HeaderValue::from_bytes(v).ok())
-            .flatten()
-    };
-    match valid(value).or_else(|| valid(&fallback())) {
-        Some(v) => HeaderEdit::Set(name.clone(), v),
-        None => HeaderEdit::Remove(name.clone()),
+) {
+    let valid = |v: &[u8]| !v.is_empty() && is_header_value(v);
+    if valid(value) {
+        return sink.set(name, value);
     }
-}
-
-fn ip_header_value(ip: IpAddr) -> HeaderValue {
-    let mut text = Vec::with_capacity(15);
-    push_ip(&mut text, ip);
-    // An address is ASCII digits, dots, colons and hex: always a header value.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    let fallback = fallback();
+    if valid(&fallback) {
+        sink.set(name, &fallback);
+    } else {
+        sink.remove(name);
+    }
 }
 
 /// A `Forwarded` element: `for=<ip>;proto=http|https;host=<host>`, with RFC 7239 quoting
 /// (`for="[2001:db8::1]"`, `host="example.com:8443"`). An empty host is left out.
 pub fn forwarded_element(for_ip: IpAddr, tls: bool, host: Option<&[u8]>) -> Vec<u8> {
-    let mut out = forwarded_for_only(for_ip);
-    out.extend_from_slice(if tls { b";proto=https" } else { b";proto=http" });
-    if let Some(host) = host.filter(|h| !h.is_empty()) {
-        out.extend_from_slice(b";host=");
-        push_token_or_quoted(&mut out, host);
-    }
+    let mut out = Vec::with_capacity(64);
+    push_forwarded_element(&mut out, for_ip, tls, host);
     out
 }
 
+fn push_forwarded_element(out: &mut Vec<u8>, for_ip: IpAddr, tls: bool, host: Option<&[u8]>) {
+    push_forwarded_for(out, for_ip);
+    out.extend_from_slice(if tls { b";proto=https" } else { b";proto=http" });
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        out.extend_from_slice(b";host=");
+        push_token_or_quoted(out, host);
+    }
+}
+
 /// `for=<ip>`: IPv4 as a token, IPv6 bracketed in a quoted string.
-fn forwarded_for_only(ip: IpAddr) -> Vec<u8> {
-    match canonical(ip) {
-        IpAddr::V4(v4) => format!("for={v4}").into_bytes(),
-        IpAddr::V6(v6) => format!("for=\"[{v6}]\"").into_bytes(),
+fn push_forwarded_for(out: &mut Vec<u8>, ip: IpAddr) {
+    let ip = canonical(ip);
+    match ip {
+        IpAddr::V4(_) => {
+            out.extend_from_slice(b"for=");
+            push_ip(out, ip);
+        }
+        IpAddr::V6(_) => {
+            out.extend_from_slice(b"for=\"[");
+            push_ip(out, ip);
+            out.extend_from_slice(b"]\"");
+        }
     }
 }
 
@@ -571,23 +638,40 @@ fn split_outside_quotes(s: &[u8], sep: u8) -> Vec<&[u8]> {
 /// Generates request ids: 32 hex digits, a random per-process prefix and a counter, unique
 /// within the process and unlikely to collide across processes.
 pub struct RequestIds {
-    prefix: u64,
+    /// The prefix's 16 hex digits.
+    prefix: [u8; 16],
     counter: AtomicU64,
 }
 
 impl RequestIds {
     pub fn new() -> Self {
+        let mut prefix = [0u8; 16];
+        hex_into(&mut prefix, rand::random());
         RequestIds {
-            prefix: rand::random(),
+            prefix,
             counter: AtomicU64::new(rand::random::<u32>() as u64),
         }
     }
 
     pub fn next(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut digits = [0u8; 32];
+        digits[..16].copy_from_slice(&self.prefix);
+        hex_into(&mut digits[16..], mix(n));
         let mut id = String::with_capacity(32);
-        let _ = write!(id, "{:016x}{:016x}", self.prefix, mix(n));
+        // Hex digits: always UTF-8.
+        id.push_str(std::str::from_utf8(&digits).unwrap_or_default());
         id
+    }
+}
+
+/// `value` as 16 lower-case hex digits into `out` (16 bytes): on every request, so without
+/// the formatting machinery.
+fn hex_into(out: &mut [u8], value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, digit) in out.iter_mut().enumerate().take(16) {
+        let shift = 60 - 4 * i;
+        *digit = DIGITS[((value >> shift) & 0xf) as usize];
     }
 }
 
@@ -710,6 +794,11 @@ mod tests {
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert!(acceptable_request_id(a.as_bytes()));
         assert!(!acceptable_request_id(b"with space"));
+        for value in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let mut out = [0u8; 16];
+            hex_into(&mut out, value);
+            assert_eq!(out, *format!("{value:016x}").as_bytes());
+        }
     }
 
     #[test]

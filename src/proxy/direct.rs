@@ -20,6 +20,7 @@
 //! address, a head the pipeline would refuse (too large, a path normalisation refuses, no
 //! route), a login-queue route, a limit keyed by anything but the address, a drain.
 
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BufMut;
-use http::Method;
+use http::{HeaderName, Method};
 use pingora::protocols::l4::ext::TcpKeepalive;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -36,7 +37,7 @@ use super::classify::host_of;
 use super::context::RequestGuard;
 use super::early::{self, EarlyAnswer, Logged};
 use crate::answer::{Answer, Page, Reason};
-use crate::forwarded::{self, HeaderEdit, Hop, RequestIds, X_REQUEST_ID};
+use crate::forwarded::{self, EditSink, Hop, RequestIds, X_REQUEST_ID};
 use crate::pages::Builtin;
 use crate::runtime::{Runtime, Snapshot};
 use crate::shield::RequestState;
@@ -122,7 +123,7 @@ pub fn plan(
     let snapshot = runtime.load();
     let server = &snapshot.config.server;
 
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let request = early::parse_head(head, &mut headers, server.max_header_bytes)?;
     let method = match request.method? {
         "GET" => Method::GET,
@@ -213,6 +214,23 @@ pub fn plan(
         return None;
     }
     let upstream = snapshot.upstreams.get(compiled.route.upstream)?.clone();
+    let mut edits = WireEdits::new();
+    forwarded::edit_upstream(
+        headers,
+        &Hop {
+            peer: peer_ip,
+            peer_trusted,
+            client_ip,
+            tls,
+            host: Some(host_value.as_bytes()),
+        },
+        server.forwarded,
+        &mut edits,
+    );
+    if edits.overflowed {
+        edits.give_back();
+        return None;
+    }
 
     // From here on the request is the edge's: the shield decides (and charges) it.
     let mut state = RequestState::default();
@@ -252,17 +270,6 @@ pub fn plan(
         }
         _ => request_ids.next(),
     };
-    let edits = forwarded::upstream_edits(
-        headers,
-        &Hop {
-            peer: peer_ip,
-            peer_trusted,
-            client_ip,
-            tls,
-            host: Some(host_value.as_bytes()),
-        },
-        server.forwarded,
-    );
 
     let mut wire = Vec::with_capacity(head.len() + 256);
     wire.extend_from_slice(method.as_str().as_bytes());
@@ -278,30 +285,18 @@ pub fn plan(
         std::borrow::Cow::Borrowed(_) => wire.extend_from_slice(target.as_bytes()),
     }
     wire.extend_from_slice(b" HTTP/1.1\r\n");
-    let edited = |name: &str| {
-        edits.iter().any(|edit| match edit {
-            HeaderEdit::Remove(n) | HeaderEdit::Set(n, _) => name.eq_ignore_ascii_case(n.as_str()),
-        })
-    };
     for header in headers {
         let name = header.name;
         if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
             || name.eq_ignore_ascii_case(X_REQUEST_ID.as_str())
-            || edited(name)
+            || edits.edits(name)
         {
             continue;
         }
         push_line(&mut wire, name.as_bytes(), header.value);
     }
-    for edit in &edits {
-        if let HeaderEdit::Set(name, value) = edit {
-            push_line(
-                &mut wire,
-                titled(name.as_str()).as_bytes(),
-                value.as_bytes(),
-            );
-        }
-    }
+    wire.extend_from_slice(&edits.lines);
+    edits.give_back();
     push_line(&mut wire, b"X-Request-Id", request_id.as_bytes());
     wire.extend_from_slice(b"\r\n");
     let wire_len = wire.len();
@@ -338,6 +333,64 @@ fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Forwarding edits (`forwarded::edit_upstream`) as the edge writes them: the names edited,
+/// whose incoming lines are not forwarded, and the lines set, in order.
+struct WireEdits {
+    names: [Option<HeaderName>; MAX_EDITS],
+    count: usize,
+    lines: Vec<u8>,
+    /// More edits than `MAX_EDITS` (never, by the rules): the request goes to pingora.
+    overflowed: bool,
+}
+
+/// Edits a request can get: X-Forwarded-For, -Proto, -Host, `Forwarded`, `X-Real-IP` and each
+/// unvouched header once.
+const MAX_EDITS: usize = 5 + forwarded::UNVOUCHED.len();
+
+impl WireEdits {
+    fn new() -> Self {
+        WireEdits {
+            names: [const { None }; MAX_EDITS],
+            count: 0,
+            lines: spare::take(256),
+            overflowed: false,
+        }
+    }
+
+    fn record(&mut self, name: &HeaderName) {
+        match self.names.get_mut(self.count) {
+            Some(slot) => {
+                *slot = Some(name.clone());
+                self.count += 1;
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    /// Whether an incoming header of this name is edited.
+    fn edits(&self, name: &str) -> bool {
+        self.names[..self.count]
+            .iter()
+            .flatten()
+            .any(|edited| name.eq_ignore_ascii_case(edited.as_str()))
+    }
+
+    fn give_back(self) {
+        spare::give(self.lines);
+    }
+}
+
+impl EditSink for WireEdits {
+    fn set(&mut self, name: &HeaderName, value: &[u8]) {
+        self.record(name);
+        push_line(&mut self.lines, titled(name.as_str()).as_bytes(), value);
+    }
+
+    fn remove(&mut self, name: &HeaderName) {
+        self.record(name);
+    }
 }
 
 /// The name of a header Rempart sets, as pingora writes it.
@@ -469,7 +522,10 @@ where
 {
     let _counted = RequestGuard::new(runtime.metrics.clone());
     let upstream = plan.upstream.clone();
-    upstream.record_request(upstream.now_ms());
+    let start_ms = upstream.now_ms();
+    upstream.record_request(start_ms);
+    // The first choice is made at the request's start; a retry's at its own time.
+    let mut first_now = Some(start_ms);
     let mut tries = Tries {
         tried: Vec::new(),
         tally: Tally::default(),
@@ -482,7 +538,7 @@ where
     };
     let keep_alive = plan.keep_alive;
     let (ending, keep) = loop {
-        let now = upstream.now_ms();
+        let now = first_now.take().unwrap_or_else(|| upstream.now_ms());
         let pick = match upstream.choose(&tries.tried, now).await {
             Choice::Server(pick) => pick,
             Choice::AllDown => {
@@ -614,8 +670,9 @@ where
         )
         .await;
         if let Some(stream) = relayed.reusable {
-            pool::put(server, stream, timeouts.idle);
+            pool::put(server, stream, timeouts.idle, Instant::now());
         }
+        spare::give(buffer);
         break (
             Ending {
                 status,
@@ -648,7 +705,8 @@ where
     // response: the request is sent again on a new connection to the same server, once
     // (pingora's own rule for reused connections). Not when the try was cut: its server is
     // down, and the pipeline's rules decide.
-    if let Some(stream) = pool::take(server) {
+    let now = tries.try_started.unwrap_or_else(Instant::now);
+    if let Some(stream) = pool::take(server, now) {
         match exchange(plan, stream, tries, read_timeout, write_timeout, client).await {
             Err(Failed {
                 answered: false,
@@ -698,7 +756,7 @@ where
         Ok(Ok(())) => {}
     }
     let head_request = plan.method == Method::HEAD;
-    let mut buffer: Vec<u8> = Vec::with_capacity(READ_BYTES);
+    let mut buffer = spare::take(READ_BYTES);
     let mut answered = false;
     loop {
         let failed = move |error| Failed { answered, error };
@@ -740,12 +798,13 @@ where
 
 /// The response head at the start of `buffer`, if complete.
 fn parse_response(buffer: &[u8], head_request: bool) -> Result<Option<ResponseHead>, TryError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
+    // Left uninitialised (8 KiB): httparse fills what it parses.
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
     let mut config = httparse::ParserConfig::default();
     config.allow_spaces_after_header_name_in_responses(true);
     config.allow_obsolete_multiline_headers_in_responses(true);
-    let len = match config.parse_response(&mut response, buffer) {
+    let len = match config.parse_response_with_uninit_headers(&mut response, buffer, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(TryError::Exchange("a malformed response head")),
@@ -823,7 +882,8 @@ fn parse_response(buffer: &[u8], head_request: bool) -> Result<Option<ResponseHe
         // A length beside a coding is ambiguous framing (RFC 9112, 6.3): not trusted again.
         && !(coded && (length.is_some() || bad_length));
 
-    let mut client_head = Vec::with_capacity(len + 64);
+    // Room for the body bytes read with the head, which follow it to the client.
+    let mut client_head = spare::take(buffer.len() + 128);
     let rechunk = framing == Framing::UntilClose;
     client_head.extend_from_slice(if version == 0 && !rechunk {
         b"HTTP/1.0 "
@@ -847,13 +907,17 @@ fn parse_response(buffer: &[u8], head_request: bool) -> Result<Option<ResponseHe
         client_head.extend_from_slice(name.as_bytes());
         client_head.extend_from_slice(b": ");
         // A folded line goes on as one line.
-        client_head.extend(header.value.iter().map(|&b| {
-            if b == b'\r' || b == b'\n' {
-                b' '
-            } else {
-                b
-            }
-        }));
+        if memchr::memchr2(b'\r', b'\n', header.value).is_some() {
+            client_head.extend(header.value.iter().map(|&b| {
+                if b == b'\r' || b == b'\n' {
+                    b' '
+                } else {
+                    b
+                }
+            }));
+        } else {
+            client_head.extend_from_slice(header.value);
+        }
         client_head.extend_from_slice(b"\r\n");
     }
     if !interim {
@@ -974,6 +1038,7 @@ where
             }
         }
     }
+    spare::give(out);
     if client.flush().await.is_err() {
         return failed(None);
     }
@@ -991,6 +1056,46 @@ async fn read_some<R: AsyncRead + Unpin>(
     buffer: &mut Vec<u8>,
 ) -> std::io::Result<usize> {
     stream.read_buf(buffer).await
+}
+
+/// Buffers of a worker thread kept between requests (the server's bytes, what goes to the
+/// client): a request takes them instead of allocating 16 KiB. A few per thread, none larger
+/// than `KEPT_BYTES`, so a response that needed a large one does not keep it.
+mod spare {
+    use std::cell::RefCell;
+
+    const KEPT: usize = 4;
+    const KEPT_BYTES: usize = 64 * 1024;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty buffer with room for at least `bytes`.
+    pub(super) fn take(bytes: usize) -> Vec<u8> {
+        let kept = SPARE.with(|spare| spare.borrow_mut().pop());
+        match kept {
+            Some(mut buffer) => {
+                buffer.reserve(bytes);
+                buffer
+            }
+            None => Vec::with_capacity(bytes),
+        }
+    }
+
+    /// A buffer done with, kept for the next request when there is room.
+    pub(super) fn give(mut buffer: Vec<u8>) {
+        if buffer.capacity() > KEPT_BYTES {
+            return;
+        }
+        buffer.clear();
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < KEPT {
+                spare.push(buffer);
+            }
+        });
+    }
 }
 
 /// A response body on its way: how much is left, and what the client is sent.

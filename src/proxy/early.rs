@@ -13,6 +13,7 @@
 //! targets, more than `MAX_HEADERS` headers) goes to pingora as before. Heads are read only while
 //! a ban is in force or a limit refused within the last second.
 
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -85,7 +86,7 @@ pub fn answer(
         }
     }
 
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let request = parse_head(head, &mut headers, server.max_header_bytes)?;
     let client_ip = if peer_trusted {
         let xff = request
@@ -166,12 +167,13 @@ pub fn answer(
 /// place into `headers`; None for anything else, which pingora's parser then decides.
 pub(super) fn parse_head<'h, 'b>(
     head: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>],
+    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
     max_bytes: usize,
 ) -> Option<httparse::Request<'h, 'b>> {
     let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
-    let mut request = httparse::Request::new(headers);
-    match request.parse(&head[start..]) {
+    // The header array is left uninitialised: httparse fills what it parses.
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(&head[start..], headers) {
         Ok(httparse::Status::Complete(_)) => {}
         _ => return None,
     }

@@ -26,11 +26,10 @@ thread_local! {
     static IDLE: RefCell<Vec<Idle>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An idle connection to `server` that is still open, the most recently used first.
-pub fn take(server: SocketAddr) -> Option<TcpStream> {
+/// An idle connection to `server` that is still open at `now`, the most recently used first.
+pub fn take(server: SocketAddr, now: Instant) -> Option<TcpStream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let now = Instant::now();
         while let Some(at) = idle.iter().rposition(|c| c.server == server) {
             let conn = idle.remove(at);
             if conn.expires > now && quiet(&conn.stream) {
@@ -41,11 +40,10 @@ pub fn take(server: SocketAddr) -> Option<TcpStream> {
     })
 }
 
-/// Keep a connection whose exchange ended cleanly, for `idle_timeout`.
-pub fn put(server: SocketAddr, stream: TcpStream, idle_timeout: Duration) {
+/// Keep a connection whose exchange ended cleanly (at `now`), for `idle_timeout`.
+pub fn put(server: SocketAddr, stream: TcpStream, idle_timeout: Duration, now: Instant) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let now = Instant::now();
         // Connections are kept in the order they came back: the expired ones are at the front.
         let expired = idle.iter().take_while(|c| c.expires <= now).count();
         idle.drain(..expired);
@@ -119,13 +117,13 @@ mod tests {
         let server = listener.local_addr().unwrap();
         let first = connect(server, Duration::from_secs(1), None).await.unwrap();
         let (_accepted, _) = listener.accept().await.unwrap();
-        put(server, first, Duration::from_secs(60));
+        put(server, first, Duration::from_secs(60), Instant::now());
         assert_eq!(idle_here(), 1);
-        let _reused = take(server).expect("an open idle connection is reused");
+        let _reused = take(server, Instant::now()).expect("an open idle connection is reused");
 
         let second = connect(server, Duration::from_secs(1), None).await.unwrap();
         let (mut closing, _) = listener.accept().await.unwrap();
-        put(server, second, Duration::from_secs(60));
+        put(server, second, Duration::from_secs(60), Instant::now());
         closing.shutdown().await.unwrap();
         drop(closing);
         // The end of stream reaches the idle socket (bounded wait, no timing asserted).
@@ -133,13 +131,16 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(
-            take(server).is_none(),
+            take(server, Instant::now()).is_none(),
             "a connection the server closed is dropped"
         );
         assert_eq!(idle_here(), 0);
 
         let third = connect(server, Duration::from_secs(1), None).await.unwrap();
-        put(server, third, Duration::ZERO);
-        assert!(take(server).is_none(), "an expired connection is dropped");
+        put(server, third, Duration::ZERO, Instant::now());
+        assert!(
+            take(server, Instant::now()).is_none(),
+            "an expired connection is dropped"
+        );
     }
 }

@@ -88,7 +88,8 @@ impl TryCell {
 #[derive(Debug, Default)]
 pub struct Tries {
     next: AtomicU64,
-    open: DashMap<u64, Arc<TryCell>>,
+    /// Keyed by ids Rempart counts, which no client chooses: a fast hasher.
+    open: DashMap<u64, Arc<TryCell>, foldhash::fast::RandomState>,
 }
 
 /// A try registered with its server, removed when dropped.
