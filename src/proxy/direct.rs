@@ -1,13 +1,17 @@
-//! Direct forwarding: the plain HTTP/1.1 `GET` or `HEAD` without a body, on a route without a
-//! login queue whose limits read only the client address, is forwarded by the edge itself,
-//! from the head the guard read, over a per-thread pool of upstream connections
-//! (`upstream::pool`), without a pingora session, its header maps or its per-request future.
+//! Direct forwarding: a plain HTTP/1.1 request without a body or with a `Content-Length` body
+//! the replay buffer holds, on a route without a login queue whose limits read only the client
+//! address, is forwarded by the edge itself, from the head the guard read, over a per-thread
+//! pool of upstream connections (`upstream::pool`), without a pingora session, its header maps
+//! or its per-request future. Its body is read whole before the request goes upstream (a client
+//! that trickles it holds no server connection), under the body rules (`body_min_rate`, the
+//! stall timeout: 408).
 //!
 //! It is the pipeline's request, decided the same way: the same route, shield admission
 //! (`Shield::admit_from_address`), choice of server and datacenter (`Upstream::choose`),
-//! timeouts (`connect`, `response` per read, `per_try`), retries and their budget, outcome
-//! accounting (outlier detection, cuts of tries to a server declared down), forwarding
-//! headers (`forwarded::upstream_edits`), answers of Rempart's, metrics and access-log line.
+//! timeouts (`connect`, `response` per read, `per_try`), retries and their budget (a request
+//! sent again only when `retry::safe_to_resend` says so), outcome accounting (outlier
+//! detection, cuts of tries to a server declared down), forwarding headers
+//! (`forwarded::edit_upstream`), answers of Rempart's, metrics and access-log line.
 //! On the wire it does what pingora's HTTP/1 proxy does (hop-by-hop request headers removed,
 //! the response's `Date` and `Connection` set, a body without length sent chunked, a chunked
 //! body decoded and encoded again without its extensions and trailers, `Content-Length`
@@ -15,10 +19,11 @@
 //! and 256 headers, a length that must be digits, a malformed response answered 502).
 //!
 //! Anything else goes to pingora as before, decided from the head before anything is charged
-//! or sent: another method or version, a body, an upgrade, `Expect`, a `Connection` header
-//! naming other headers, an unusual target or Host, more than `MAX_HEADERS` headers, a denied
-//! address, a head the pipeline would refuse (too large, a path normalisation refuses, no
-//! route), a login-queue route, a limit keyed by anything but the address, a drain.
+//! or sent: another method or version, a chunked or larger body, an upgrade, `Expect`, a
+//! `Connection` header naming other headers, an unusual target or Host, more than
+//! `MAX_HEADERS` headers, a denied address, a head the pipeline would refuse (too large, a path
+//! normalisation refuses, no route), a login-queue route, a limit keyed by anything but the
+//! address, a drain.
 
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
@@ -40,10 +45,11 @@ use crate::answer::{Answer, Page, Reason};
 use crate::forwarded::{self, EditSink, Hop, RequestIds, X_REQUEST_ID};
 use crate::pages::Builtin;
 use crate::runtime::{Runtime, Snapshot};
+use crate::shield::body::BODY_STALL;
 use crate::shield::RequestState;
 use crate::telemetry::AccessRecord;
 use crate::upstream::pool::{self, ConnectFailure};
-use crate::upstream::retry::{Replay, RetryKind, Tally};
+use crate::upstream::retry::{self, Replay, RetryKind, Tally, REPLAY_BUFFER_BYTES};
 use crate::upstream::{self, Choice, InFlight, Outcome, Upstream};
 
 /// Request headers a head may have to be forwarded directly.
@@ -90,10 +96,15 @@ pub struct Plan {
     snapshot: Arc<Snapshot>,
     route: usize,
     upstream: Arc<Upstream>,
-    /// The request head to send, then (after `wire_len`) the parts the log and the answers
-    /// read: the path as received, `Accept`, `Accept-Language`.
+    /// The parts the log and the answers read (the path as received, `Accept`,
+    /// `Accept-Language`), then from `head_start` on the request as it goes upstream: its head,
+    /// then its body once read.
     wire: Vec<u8>,
-    wire_len: usize,
+    head_start: usize,
+    /// The body's length (Content-Length), read whole before the request goes upstream.
+    body_len: usize,
+    /// The request can be sent again (`retry::safe_to_resend`).
+    safe: bool,
     path: Range<usize>,
     accept: Option<Range<usize>>,
     accept_language: Option<Range<usize>>,
@@ -128,6 +139,11 @@ pub fn plan(
     let method = match request.method? {
         "GET" => Method::GET,
         "HEAD" => Method::HEAD,
+        "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "PATCH" => Method::PATCH,
+        "DELETE" => Method::DELETE,
+        "OPTIONS" => Method::OPTIONS,
         _ => return None,
     };
     let target = request.path?;
@@ -146,6 +162,8 @@ pub fn plan(
     let mut accept = None;
     let mut accept_language = None;
     let mut request_id = None;
+    let mut content_length: Option<u64> = None;
+    let mut idempotency_key = false;
     for header in headers {
         let name = header.name;
         if name.eq_ignore_ascii_case("host") {
@@ -166,12 +184,27 @@ pub fn plan(
                     return None;
                 }
             }
-        } else if name.eq_ignore_ascii_case("content-length")
-            || name.eq_ignore_ascii_case("transfer-encoding")
+        } else if name.eq_ignore_ascii_case("content-length") {
+            // One length, of digits only: anything else is pingora's to refuse.
+            // Leading zeros too: every parser reads them alike, but nothing needs them.
+            let digits = !header.value.is_empty() && header.value.iter().all(u8::is_ascii_digit);
+            let padded = header.value.len() > 1 && header.value.first() == Some(&b'0');
+            if content_length.is_some() || !digits || padded || header.value.len() > 19 {
+                return None;
+            }
+            content_length = Some(
+                header
+                    .value
+                    .iter()
+                    .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+            );
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
             || name.eq_ignore_ascii_case("upgrade")
             || name.eq_ignore_ascii_case("expect")
         {
             return None;
+        } else if name.eq_ignore_ascii_case("idempotency-key") {
+            idempotency_key = true;
         } else if name.eq_ignore_ascii_case("accept") {
             accept.get_or_insert(header.value);
         } else if name.eq_ignore_ascii_case("accept-language") {
@@ -181,6 +214,12 @@ pub fn plan(
         }
     }
     let host_value = host?;
+    // A body is read whole before the request goes upstream: one the replay buffer holds,
+    // within max_body_bytes (a larger one is pingora's, streamed, or refused with 413).
+    let body_len = content_length.unwrap_or(0);
+    if body_len > server.max_body_bytes || body_len > REPLAY_BUFFER_BYTES as u64 {
+        return None;
+    }
     // The head's size as the pipeline counts it (`classify::head_bytes`).
     let counted = headers.iter().fold(target.len() + 16, |sum, h| {
         sum + h.name.len() + h.value.len() + 4
@@ -214,6 +253,7 @@ pub fn plan(
         return None;
     }
     let upstream = snapshot.upstreams.get(compiled.route.upstream)?.clone();
+    let safe = retry::safe_to_resend_keyed(&method, idempotency_key, compiled.route.resend);
     let mut edits = WireEdits::new();
     forwarded::edit_upstream(
         headers,
@@ -237,7 +277,8 @@ pub fn plan(
     if let Some(mut answer) =
         shield.admit_from_address(&compiled.route.limits, client_ip, &mut state)
     {
-        answer.close |= !keep_alive;
+        // A body left unread closes the connection.
+        answer.close |= !keep_alive || body_len > 0;
         let (bytes, status) = early::wire(&answer, &method, accept, accept_language)?;
         let trusted_id =
             request_id.filter(|id| peer_trusted && forwarded::acceptable_request_id(id));
@@ -271,7 +312,16 @@ pub fn plan(
         _ => request_ids.next(),
     };
 
-    let mut wire = Vec::with_capacity(head.len() + 256);
+    let mut wire = Vec::with_capacity(head.len() + 256 + body_len as usize);
+    let mut keep = |bytes: &[u8]| {
+        let at = wire.len();
+        wire.extend_from_slice(bytes);
+        at..wire.len()
+    };
+    let path = keep(raw_path.as_bytes());
+    let accept = accept.map(&mut keep);
+    let accept_language = accept_language.map(&mut keep);
+    let head_start = wire.len();
     wire.extend_from_slice(method.as_str().as_bytes());
     wire.push(b' ');
     match &normalized.forward {
@@ -299,15 +349,6 @@ pub fn plan(
     edits.give_back();
     push_line(&mut wire, b"X-Request-Id", request_id.as_bytes());
     wire.extend_from_slice(b"\r\n");
-    let wire_len = wire.len();
-    let mut keep = |bytes: &[u8]| {
-        let at = wire.len();
-        wire.extend_from_slice(bytes);
-        at..wire.len()
-    };
-    let path = keep(raw_path.as_bytes());
-    let accept = accept.map(&mut keep);
-    let accept_language = accept_language.map(&mut keep);
 
     Some(Direct::Forward(Box::new(Plan {
         started,
@@ -315,7 +356,9 @@ pub fn plan(
         route,
         upstream,
         wire,
-        wire_len,
+        head_start,
+        body_len: body_len as usize,
+        safe,
         path,
         accept,
         accept_language,
@@ -483,6 +526,8 @@ struct Ending {
 struct Tries {
     tried: Vec<SocketAddr>,
     tally: Tally,
+    /// The request can be sent again (`Plan::safe`).
+    safe: bool,
     datacenter: Option<usize>,
     current: Option<InFlight>,
     try_started: Option<Instant>,
@@ -505,8 +550,8 @@ impl Tries {
 
     fn retry(&mut self, upstream: &Upstream, kind: RetryKind) -> bool {
         let replay = Replay {
-            // GET and HEAD, without a body.
-            safe: true,
+            safe: self.safe,
+            // The whole body is kept with the head.
             body_replayable: true,
             response_started: self.interim_sent,
         };
@@ -516,19 +561,16 @@ impl Tries {
 
 /// Forward the planned request and write its response to the client. False: the client
 /// connection is to be closed.
-pub async fn forward<C>(runtime: &Runtime, plan: Box<Plan>, client: &mut C) -> bool
+pub async fn forward<C>(runtime: &Runtime, mut plan: Box<Plan>, client: &mut C) -> bool
 where
-    C: AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
 {
     let _counted = RequestGuard::new(runtime.metrics.clone());
     let upstream = plan.upstream.clone();
-    let start_ms = upstream.now_ms();
-    upstream.record_request(start_ms);
-    // The first choice is made at the request's start; a retry's at its own time.
-    let mut first_now = Some(start_ms);
     let mut tries = Tries {
         tried: Vec::new(),
         tally: Tally::default(),
+        safe: plan.safe,
         datacenter: None,
         current: None,
         try_started: None,
@@ -536,6 +578,24 @@ where
         cut: false,
         interim_sent: false,
     };
+    if plan.body_len > 0 {
+        if let Err(failure) = read_body(&mut plan, client).await {
+            let ending = match failure {
+                Some(reason) => fail(runtime, &plan, reason, client).await,
+                // The client left: nobody to answer.
+                None => Ending {
+                    status: 0,
+                    reason: None,
+                },
+            };
+            log(runtime, &plan, &tries, &upstream, &ending);
+            return false;
+        }
+    }
+    let start_ms = upstream.now_ms();
+    upstream.record_request(start_ms);
+    // The first choice is made at the request's start; a retry's at its own time.
+    let mut first_now = Some(start_ms);
     let keep_alive = plan.keep_alive;
     let (ending, keep) = loop {
         let now = first_now.take().unwrap_or_else(|| upstream.now_ms());
@@ -580,7 +640,7 @@ where
         if let Some(per_try) = timeouts.per_try {
             let last = tries.tally.reached >= upstream.config.retries.attempts
                 || !upstream.has_another(&tries.tried, now);
-            if !last {
+            if tries.safe && !last {
                 read_timeout = per_try.min(timeouts.response);
                 in_flight.per_try = true;
             }
@@ -685,6 +745,39 @@ where
     keep
 }
 
+/// Read the request body whole after its head, with the pipeline's rules: a read that brings
+/// nothing for `BODY_STALL`, or a body slower than `body_min_rate` after its grace time, is
+/// answered 408 (`Some(reason)`); a client that leaves is not answered (`None`). Nothing past
+/// the body is read: a pipelined request stays for the next turn.
+async fn read_body<C>(plan: &mut Plan, client: &mut C) -> Result<(), Option<Reason>>
+where
+    C: AsyncRead + Unpin,
+{
+    let end = plan.wire.len() + plan.body_len;
+    plan.wire.reserve(plan.body_len);
+    while plan.wire.len() < end {
+        let left = (end - plan.wire.len()) as u64;
+        let mut limited = (&mut *client).take(left);
+        match tokio::time::timeout(BODY_STALL, limited.read_buf(&mut plan.wire)).await {
+            Err(_) => return Err(Some(Reason::BodyTooSlow)),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(None),
+            Ok(Ok(_)) => {}
+        }
+        let read = (plan.body_len - (end - plan.wire.len())) as u64;
+        let checked =
+            plan.snapshot
+                .shield
+                .check_body(read, plan.started.elapsed(), plan.wire.len() >= end);
+        if let Err(e) = checked {
+            return Err(Some(match e.etype() {
+                pingora::ErrorType::HTTPStatus(413) => Reason::BodyTooLarge,
+                _ => Reason::BodyTooSlow,
+            }));
+        }
+    }
+    Ok(())
+}
+
 /// Connect (or take a pooled connection), send the head, read the final response head; 1xx
 /// answers on the way go to the client.
 #[allow(clippy::too_many_arguments)]
@@ -702,16 +795,17 @@ where
     C: AsyncWrite + Unpin,
 {
     // A pooled connection the server closed just as it was taken fails before any byte of a
-    // response: the request is sent again on a new connection to the same server, once
-    // (pingora's own rule for reused connections). Not when the try was cut: its server is
-    // down, and the pipeline's rules decide.
+    // response: a request that can be sent again is, on a new connection to the same server,
+    // once (pingora's own rule for reused connections); one that cannot (a POST) fails, as in
+    // the pipeline. Not when the try was cut: its server is down, and the pipeline's rules
+    // decide.
     let now = tries.try_started.unwrap_or_else(Instant::now);
     if let Some(stream) = pool::take(server, now) {
         match exchange(plan, stream, tries, read_timeout, write_timeout, client).await {
             Err(Failed {
                 answered: false,
                 error: TryError::Exchange(_),
-            }) if !tries.current.as_ref().is_some_and(InFlight::was_cut) => {}
+            }) if tries.safe && !tries.current.as_ref().is_some_and(InFlight::was_cut) => {}
             other => return other.map_err(|f| f.error),
         }
     }
@@ -750,7 +844,12 @@ where
     if let Some(current) = tries.current.as_mut() {
         current.connected(std::os::fd::AsRawFd::as_raw_fd(&stream));
     }
-    match tokio::time::timeout(write_timeout, stream.write_all(&plan.wire[..plan.wire_len])).await {
+    match tokio::time::timeout(
+        write_timeout,
+        stream.write_all(plan.wire.get(plan.head_start..).unwrap_or_default()),
+    )
+    .await
+    {
         Err(_) => return Err(fail(TryError::TimedOut)),
         Ok(Err(_)) => return Err(fail(TryError::Exchange("writing the request failed"))),
         Ok(Ok(())) => {}

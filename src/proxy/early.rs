@@ -173,8 +173,9 @@ pub(super) fn parse_head<'h, 'b>(
     let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
     // The header array is left uninitialised: httparse fills what it parses.
     let mut request = httparse::Request::new(&mut []);
+    // The parse must end where the guard's scanner ended the head: anything else is pingora's.
     match request.parse_with_uninit_headers(&head[start..], headers) {
-        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Complete(len)) if start + len == head.len() => {}
         _ => return None,
     }
     if request.version != Some(1) || head.len() > max_bytes {

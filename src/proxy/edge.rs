@@ -214,8 +214,8 @@ impl ServerApp for Edge {
             let early = guard.complete_head().and_then(|head| {
                 early::answer(&self.runtime, &self.request_ids, head, peer_address)
             });
-            // A plain GET or HEAD is forwarded by the edge itself, when nothing in it needs
-            // pingora's session.
+            // A plain request (no body, or a small one of known length) is forwarded by the
+            // edge itself, when nothing in it needs pingora's session.
             let early = match early {
                 Some(early) => Some(early),
                 None if *shutdown.borrow() => None,

@@ -49,10 +49,15 @@ impl RetryKind {
 /// resendable); a POST on a route that declares its POSTs harmless to replay
 /// (`retries.resend_post`).
 pub fn safe_to_resend(method: &Method, headers: &HeaderMap, resend: Resend) -> bool {
+    safe_to_resend_keyed(method, headers.contains_key("idempotency-key"), resend)
+}
+
+/// [`safe_to_resend`], told whether the request has an `Idempotency-Key` header.
+pub fn safe_to_resend_keyed(method: &Method, idempotency_key: bool, resend: Resend) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    ) || (resend.idempotency_key && headers.contains_key("idempotency-key"))
+    ) || (resend.idempotency_key && idempotency_key)
         || (resend.post && *method == Method::POST)
 }
 
