@@ -44,6 +44,8 @@ struct Seen {
     /// The paths of the request heads that reached the origin (before their body is read).
     heads: Mutex<Vec<String>>,
     requests: Mutex<Vec<Received>>,
+    /// "head PATH" when a head arrives, "answered PATH" once its answer is written, in order.
+    events: Mutex<Vec<String>>,
 }
 
 struct RecordingOrigin {
@@ -79,6 +81,10 @@ impl RecordingOrigin {
     }
 
     /// Request heads for `path` that reached the origin, bodies read or not.
+    fn events(&self) -> Vec<String> {
+        self.seen.events.lock().unwrap().clone()
+    }
+
     fn heads_of(&self, path: &str) -> usize {
         self.seen
             .heads
@@ -165,6 +171,7 @@ fn serve(mut stream: TcpStream, seen: &Seen, stop: &AtomicBool) {
         let method = first.next().unwrap_or("").to_string();
         let path = first.next().unwrap_or("").to_string();
         seen.heads.lock().unwrap().push(path.clone());
+        seen.events.lock().unwrap().push(format!("head {path}"));
         let length = lines
             .filter_map(|l| l.split_once(':'))
             .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
@@ -188,6 +195,10 @@ fn serve(mut stream: TcpStream, seen: &Seen, stop: &AtomicBool) {
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
+        if path.ends_with("/slow") {
+            // A login that takes its time (holds the queue's slot meanwhile).
+            thread::sleep(Duration::from_millis(1500));
+        }
         let mut answer = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -197,6 +208,7 @@ fn serve(mut stream: TcpStream, seen: &Seen, stop: &AtomicBool) {
         if stream.write_all(&answer).is_err() {
             return;
         }
+        seen.events.lock().unwrap().push(format!("answered {path}"));
     }
 }
 
@@ -231,12 +243,18 @@ impl Setup {
 
 /// Rempart in front of `servers` recording origins (one datacenter), with `routes` (YAML).
 fn start(servers: usize, routes: &str, server_lines: &[&str]) -> Setup {
+    start_with(servers, routes, server_lines, "")
+}
+
+/// [`start`], with `extra` top-level YAML (login queues).
+fn start_with(servers: usize, routes: &str, server_lines: &[&str], extra: &str) -> Setup {
     let origins: Vec<RecordingOrigin> = (0..servers).map(|_| RecordingOrigin::start()).collect();
     let mut y = ProxyYaml::new(origins.iter().map(|o| o.addr).collect(), vec![]);
     y.tls = false;
     y.upstream.push("retries: { attempts: 3 }".into());
     y.routes = routes.into();
     y.server = server_lines.iter().map(|l| l.to_string()).collect();
+    y.extra = extra.into();
     let yaml = y.render();
     let rempart = start_rempart(&yaml);
     if let Err(e) = wait_routable(y.ports.http, Duration::from_secs(10)) {
@@ -254,6 +272,10 @@ fn start(servers: usize, routes: &str, server_lines: &[&str]) -> Setup {
 }
 
 const ONE_ROUTE: &str = "  - name: default\n    match: { path_prefix: / }\n    upstream: ent\n";
+
+/// /auth/ through a login queue of one slot (the tenant in X-ENT-UAI), the rest as ONE_ROUTE.
+const QUEUE_ROUTES: &str = "  - name: login\n    match: { path_prefix: /auth/ }\n    upstream: ent\n    login_queue: logins\n  - name: default\n    match: { path_prefix: / }\n    upstream: ent\n";
+const QUEUE: &str = "login_queues:\n  logins:\n    concurrency: 1\n    tenant: header:X-ENT-UAI\n    hold: 20s\n    secret: test-secret-for-the-queue\n";
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT)
@@ -503,5 +525,117 @@ fn a_body_slower_than_body_min_rate_is_cut_with_408_before_any_server_sees_it() 
         0,
         "a server saw the slow request\n{}",
         setup.context()
+    );
+}
+
+/// The attack of the first test on a login-queue route: the request is admitted at once (the
+/// line is empty), and still reaches no server before its body is whole.
+#[test]
+fn on_a_queue_route_too_a_trickled_body_reaches_no_server_before_it_is_whole() {
+    let setup = start_with(1, QUEUE_ROUTES, &[], QUEUE);
+    let origin = &setup.origins[0];
+    let body = body_of(1200);
+    let mut stream = connect(setup.http);
+    let head = format!(
+        "POST /auth/login HTTP/1.1\r\nHost: h.example\r\nX-ENT-UAI: 0750001A\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    for piece in body[..1100].chunks(220) {
+        stream.write_all(piece).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            origin.heads_of("/auth/login"),
+            0,
+            "a request reached the server before its body was whole\n{}",
+            setup.context()
+        );
+    }
+    stream.write_all(&body[1100..]).unwrap();
+    let mut buf = Vec::new();
+    let (status, head, echoed) = read_answer(&mut stream, &mut buf)
+        .unwrap_or_else(|| panic!("no answer to the POST\n{}", setup.context()));
+    assert_eq!(status, 200, "{head}\n{}", setup.context());
+    assert!(
+        echoed == body,
+        "the body came back altered\n{}",
+        setup.context()
+    );
+}
+
+/// A login waits in line, body and all, while the one slot is taken; the request it pipelined
+/// behind it waits too; on its turn it is served whole, then the pipelined one. A login whose
+/// client leaves while in line never reaches a server.
+#[test]
+fn a_login_with_its_body_waits_its_turn_and_one_that_leaves_the_line_never_reaches_a_server() {
+    let setup = start_with(1, QUEUE_ROUTES, &[], QUEUE);
+    let origin = &setup.origins[0];
+    let post = |path: &str, body: &[u8]| {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: h.example\r\nX-ENT-UAI: 0750001A\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        req
+    };
+    // A takes the slot for 1.5 s.
+    let mut a = connect(setup.http);
+    a.write_all(&post("/auth/slow", b"who=a")).unwrap();
+    let taken = poll_until(Duration::from_secs(10), || {
+        (origin.heads_of("/auth/slow") == 1).then_some(())
+    });
+    assert!(
+        taken.is_some(),
+        "the first login never reached the server\n{}",
+        setup.context()
+    );
+    // B waits in line with its body, and a GET pipelined behind it; C waits, then leaves.
+    let body = body_of(5000);
+    let mut b = connect(setup.http);
+    let mut b_bytes = post("/auth/login", &body);
+    b_bytes.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: h.example\r\n\r\n");
+    b.write_all(&b_bytes).unwrap();
+    let c = connect(setup.http);
+    let mut c_writer = c.try_clone().unwrap();
+    c_writer.write_all(&post("/auth/gone", b"who=c")).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let _ = c.shutdown(Shutdown::Both);
+    drop(c);
+    drop(c_writer);
+
+    let mut buf = Vec::new();
+    let (status, head, _) = read_answer(&mut a, &mut buf)
+        .unwrap_or_else(|| panic!("no answer to the first login\n{}", setup.context()));
+    assert_eq!(status, 200, "{head}\n{}", setup.context());
+    let mut buf = Vec::new();
+    let (status, head, echoed) = read_answer(&mut b, &mut buf)
+        .unwrap_or_else(|| panic!("no answer to the waiting login\n{}", setup.context()));
+    assert_eq!(status, 200, "{head}\n{}", setup.context());
+    assert!(echoed == body, "the waiting login's body came back altered");
+    let (status, head, _) = read_answer(&mut b, &mut buf)
+        .unwrap_or_else(|| panic!("no answer to the pipelined GET\n{}", setup.context()));
+    assert_eq!(status, 200, "{head}\n{}", setup.context());
+
+    // D, of the same school, comes after C in line: had C stayed in line, it would have
+    // reached the server before D.
+    let mut d = connect(setup.http);
+    d.write_all(&post("/auth/next", b"who=d")).unwrap();
+    let mut buf = Vec::new();
+    let (status, head, _) = read_answer(&mut d, &mut buf)
+        .unwrap_or_else(|| panic!("no answer to the last login\n{}", setup.context()));
+    assert_eq!(status, 200, "{head}\n{}", setup.context());
+
+    let events = origin.events();
+    let answered_a = events.iter().position(|e| e == "answered /auth/slow");
+    let head_b = events.iter().position(|e| e == "head /auth/login");
+    assert!(
+        answered_a.is_some() && head_b.is_some() && answered_a < head_b,
+        "the waiting login reached the server before the slot was free: {events:?}"
+    );
+    assert_eq!(
+        origin.heads_of("/auth/gone"),
+        0,
+        "a login whose client left the line reached the server: {events:?}"
     );
 }

@@ -1,10 +1,13 @@
 //! Direct forwarding: a plain HTTP/1.1 request without a body or with a `Content-Length` body
-//! the replay buffer holds, on a route without a login queue whose limits read only the client
-//! address, is forwarded by the edge itself, from the head the guard read, over a per-thread
+//! the replay buffer holds, on a route whose limits read only the client address, is forwarded
+//! by the edge itself, from the head the guard read, over a per-thread
 //! pool of upstream connections (`upstream::pool`), without a pingora session, its header maps
 //! or its per-request future. Its body is read whole before the request goes upstream (a client
 //! that trickles it holds no server connection), under the body rules (`body_min_rate`, the
-//! stall timeout: 408).
+//! stall timeout: 408). On a login-queue route it then takes its place in line as in the
+//! pipeline (`LoginQueue::entrant` and `LoginQueue::admit`: the waiting room, passes,
+//! tickets, the poll, a client that leaves the line), its connection read meanwhile to see it
+//! leave (what it sends is kept for its next request).
 //!
 //! It is the pipeline's request, decided the same way: the same route, shield admission
 //! (`Shield::admit_from_address`), choice of server and datacenter (`Upstream::choose`),
@@ -22,8 +25,7 @@
 //! or sent: another method or version, a chunked or larger body, an upgrade, `Expect`, a
 //! `Connection` header naming other headers, an unusual target or Host, more than
 //! `MAX_HEADERS` headers, a denied address, a head the pipeline would refuse (too large, a path
-//! normalisation refuses, no route), a login-queue route, a limit keyed by anything but the
-//! address, a drain.
+//! normalisation refuses, no route), a limit keyed by anything but the address, a drain.
 
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +46,7 @@ use super::early::{self, EarlyAnswer, Logged};
 use crate::answer::{Answer, Page, Reason};
 use crate::forwarded::{self, EditSink, Hop, RequestIds, X_REQUEST_ID};
 use crate::pages::Builtin;
+use crate::queue::{self, Admission, Entrant, LoginQueue, QueueRequest};
 use crate::runtime::{Runtime, Snapshot};
 use crate::shield::body::BODY_STALL;
 use crate::shield::RequestState;
@@ -115,6 +118,80 @@ pub struct Plan {
     /// The client did not ask to close.
     keep_alive: bool,
     shield: RequestState,
+    /// A login-queue route's queue, and what it read of the head.
+    queue: Option<(Arc<LoginQueue>, Entrant)>,
+    queue_state: queue::RequestState,
+}
+
+/// The head as the login queue reads it.
+struct HeadView<'h> {
+    is_get: bool,
+    path: &'h str,
+    query: Option<&'h str>,
+    headers: &'h [httparse::Header<'h>],
+}
+
+impl QueueRequest for HeadView<'_> {
+    fn is_get(&self) -> bool {
+        self.is_get
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    fn cookie_lines(&self) -> impl Iterator<Item = &[u8]> {
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .map(|h| h.value)
+    }
+
+    fn path(&self) -> &str {
+        self.path
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.query
+    }
+}
+
+/// The client connection as direct forwarding uses it: read, written, and given back bytes
+/// read past the request (a pipelined one, read while the request waited in a login queue).
+pub trait Client: AsyncRead + AsyncWrite + Unpin {
+    fn unread(&mut self, bytes: &[u8]);
+}
+
+impl Client for Box<crate::shield::guard::Guard> {
+    fn unread(&mut self, bytes: &[u8]) {
+        crate::shield::guard::Guard::unread(self, bytes);
+    }
+}
+
+/// Bytes read from a client while its request waits in a login queue, at most.
+const MAX_READ_WHILE_WAITING: usize = 16 * 1024;
+
+/// Resolves when the client closes its connection while its request waits; what it sends
+/// meanwhile (a pipelined request) is kept in `pending`, up to `MAX_READ_WHILE_WAITING`, then
+/// no longer read (the wait ends with its hold).
+async fn client_leaves<C: Client>(client: &mut C, pending: &mut Vec<u8>) {
+    loop {
+        if pending.len() >= MAX_READ_WHILE_WAITING {
+            return std::future::pending().await;
+        }
+        let left = (MAX_READ_WHILE_WAITING - pending.len()) as u64;
+        let mut limited = (&mut *client).take(left);
+        match limited.read_buf(pending).await {
+            // A close after a pipelined request is its end of input, not a departure: the
+            // requests are served, as the pipeline does (it stops watching at the first byte).
+            Ok(0) if !pending.is_empty() => return std::future::pending().await,
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// How the edge takes this head: None leaves it to pingora. `head` is a complete HTTP/1 head
@@ -248,10 +325,13 @@ pub fn plan(
     let host = host_of(host_value);
     let route = snapshot.route(&host, &normalized.route_key, &method)?;
     let compiled = snapshot.routes.get(route)?;
-    if compiled.route.login_queue.is_some() || !shield.decides_from_address(&compiled.route.limits)
-    {
+    if !shield.decides_from_address(&compiled.route.limits) {
         return None;
     }
+    let queue = match compiled.route.login_queue {
+        Some(index) => Some(snapshot.queues.get(index)?.clone()),
+        None => None,
+    };
     let upstream = snapshot.upstreams.get(compiled.route.upstream)?.clone();
     let safe = retry::safe_to_resend_keyed(&method, idempotency_key, compiled.route.resend);
     let mut edits = WireEdits::new();
@@ -304,6 +384,19 @@ pub fn plan(
             close: answer.close,
         }));
     }
+
+    // A login-queue route: what the queue reads of the head (tenant, pass, ticket, poll).
+    let mut queue_state = queue::RequestState::default();
+    let queue = queue.map(|queue| {
+        let view = HeadView {
+            is_get: method == Method::GET,
+            path: raw_path,
+            query: target.split_once('?').map(|(_, q)| q),
+            headers,
+        };
+        let entrant = queue.entrant(&view, &host, Some(client_ip), tls, &mut queue_state);
+        (queue, entrant)
+    });
 
     let request_id = match request_id {
         Some(id) if peer_trusted && forwarded::acceptable_request_id(id) => {
@@ -368,6 +461,8 @@ pub fn plan(
         request_id,
         keep_alive,
         shield: state,
+        queue,
+        queue_state,
     })))
 }
 
@@ -434,6 +529,18 @@ impl EditSink for WireEdits {
     fn remove(&mut self, name: &HeaderName) {
         self.record(name);
     }
+}
+
+/// The values of the header `name` in a head (its lines after the first).
+fn header_values<'h>(head: &'h [u8], name: &'h str) -> impl Iterator<Item = &'h [u8]> {
+    head.split(|&b| b == b'\n').skip(1).filter_map(move |line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&b| b == b':')?;
+        let (line_name, value) = line.split_at(colon);
+        line_name
+            .eq_ignore_ascii_case(name.as_bytes())
+            .then(|| value.get(1..).unwrap_or_default().trim_ascii())
+    })
 }
 
 /// The name of a header Rempart sets, as pingora writes it.
@@ -563,7 +670,7 @@ impl Tries {
 /// connection is to be closed.
 pub async fn forward<C>(runtime: &Runtime, mut plan: Box<Plan>, client: &mut C) -> bool
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: Client,
 {
     let _counted = RequestGuard::new(runtime.metrics.clone());
     let upstream = plan.upstream.clone();
@@ -588,8 +695,39 @@ where
                     reason: None,
                 },
             };
-            log(runtime, &plan, &tries, &upstream, &ending);
+            log(runtime, &mut plan, &tries, &upstream, &ending);
             return false;
+        }
+    }
+    if let Some((queue, entrant)) = plan.queue.take() {
+        let mut pending = Vec::new();
+        let admission = queue
+            .admit(entrant, &mut plan.queue_state, || {
+                Some(client_leaves(client, &mut pending))
+            })
+            .await;
+        if !pending.is_empty() {
+            client.unread(&pending);
+        }
+        match admission {
+            Admission::Admitted => {}
+            Admission::Answer(mut answer) => {
+                // The waiting room, a full line, a poll's turn: the connection stays open.
+                answer.close |= !plan.keep_alive || runtime.is_draining();
+                let close = answer.close;
+                let (ending, delivered) = write_answer(runtime, &plan, answer, client, close).await;
+                log(runtime, &mut plan, &tries, &upstream, &ending);
+                // An answer that did not go out whole ends the connection too.
+                return delivered && !close;
+            }
+            Admission::Gone => {
+                let ending = Ending {
+                    status: 0,
+                    reason: None,
+                };
+                log(runtime, &mut plan, &tries, &upstream, &ending);
+                return false;
+            }
         }
     }
     let start_ms = upstream.now_ms();
@@ -611,7 +749,10 @@ where
                         retry_after: MAINTENANCE_RETRY_AFTER,
                     }),
                 });
-                break (answer_client(runtime, &plan, answer, client).await, false);
+                break (
+                    answer_client(runtime, &plan, answer, client, true).await,
+                    false,
+                );
             }
             Choice::Busy => {
                 break (
@@ -666,7 +807,7 @@ where
             client,
         )
         .await;
-        let (stream, mut buffer, head) = match exchange {
+        let (stream, mut buffer, mut head) = match exchange {
             Ok(ok) => ok,
             Err(TryError::ClientGone) => {
                 // The client's side failed: nobody to blame, nothing to retry or answer.
@@ -720,6 +861,15 @@ where
             tries.end_try(&upstream, Outcome::Ok, Some(head.status), true);
         }
         let status = head.status;
+        if plan.queue_state.holds_slot() {
+            // The queue's cookies: a pass earned, a ticket spent.
+            let cookies = plan
+                .queue_state
+                .answer_cookies(status, header_values(&head.client_head, "set-cookie"));
+            for cookie in cookies {
+                push_line(&mut head.client_head, b"Set-Cookie", cookie.as_bytes());
+            }
+        }
         let relayed = relay(
             stream,
             &mut buffer,
@@ -741,7 +891,7 @@ where
             relayed.client_keeps,
         );
     };
-    log(runtime, &plan, &tries, &upstream, &ending);
+    log(runtime, &mut plan, &tries, &upstream, &ending);
     keep
 }
 
@@ -1358,20 +1508,36 @@ where
     if reason == Reason::NoUpstream {
         answer.retry_after = Some(5);
     }
-    answer_client(runtime, plan, answer, client).await
+    answer_client(runtime, plan, answer, client, true).await
 }
 
+/// Write one of Rempart's answers. `close`: the connection closes after it (always after a
+/// failed proxy attempt, as in the pipeline).
 async fn answer_client<C>(
     runtime: &Runtime,
     plan: &Plan,
-    mut answer: Answer,
+    answer: Answer,
     client: &mut C,
+    close: bool,
 ) -> Ending
 where
     C: AsyncWrite + Unpin,
 {
-    // As the pipeline: after a failed proxy attempt the client connection is not reused.
-    answer.close = true;
+    write_answer(runtime, plan, answer, client, close).await.0
+}
+
+/// [`answer_client`], and whether the answer reached the client whole.
+async fn write_answer<C>(
+    runtime: &Runtime,
+    plan: &Plan,
+    mut answer: Answer,
+    client: &mut C,
+    close: bool,
+) -> (Ending, bool)
+where
+    C: AsyncWrite + Unpin,
+{
+    answer.close = close;
     runtime
         .metrics
         .responses_generated_total
@@ -1381,21 +1547,30 @@ where
     let accept = part(&plan.accept);
     let accept_language = part(&plan.accept_language);
     let mut status = answer.reason.status();
+    let mut delivered = false;
     if let Some((bytes, written)) = early::wire(&answer, &plan.method, accept, accept_language) {
         status = written;
-        if client.write_all(&bytes).await.is_ok() {
-            let _ = client.flush().await;
-        }
+        delivered = client.write_all(&bytes).await.is_ok() && client.flush().await.is_ok();
     }
-    Ending {
+    let ending = Ending {
         status,
         reason: Some(answer.reason),
-    }
+    };
+    (ending, delivered)
 }
 
 /// The metrics and access-log line of a forwarded request, as the pipeline's `logging`.
-fn log(runtime: &Runtime, plan: &Plan, tries: &Tries, upstream: &Upstream, ending: &Ending) {
+fn log(runtime: &Runtime, plan: &mut Plan, tries: &Tries, upstream: &Upstream, ending: &Ending) {
     let elapsed = plan.started.elapsed();
+    if plan.queue_state.holds_slot() {
+        // The slot goes back, with the server's latency as a sample for the adaptive limit.
+        let datacenter = tries
+            .datacenter
+            .and_then(|dc| upstream.datacenters.get(dc))
+            .map(|dc| dc.name.as_str());
+        plan.queue_state
+            .finish(tries.upstream_ms, ending.status, datacenter);
+    }
     let metrics = &runtime.metrics;
     metrics.requests_answered.fetch_add(1, Ordering::Relaxed);
     if ending.status >= 500 {
@@ -1431,7 +1606,7 @@ fn log(runtime: &Runtime, plan: &Plan, tries: &Tries, upstream: &Upstream, endin
         server: tries.tried.last().copied(),
         duration_ms: elapsed.as_secs_f64() * 1000.0,
         upstream_ms: tries.upstream_ms,
-        queue_ms: None,
+        queue_ms: plan.queue_state.queue_ms(),
         retries: tries.tally.retries,
         reason: ending.reason.map(Reason::as_str),
         limit: plan

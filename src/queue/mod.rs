@@ -164,7 +164,7 @@ impl LoginQueue {
 
     /// The tenant a request belongs to: with a tenant list, a name it does not know (or no
     /// name) is the one `unknown` tenant.
-    pub fn tenant_of(&self, req: &RequestHeader, host: &str) -> Arc<str> {
+    pub fn tenant_of(&self, req: &(impl QueueRequest + ?Sized), host: &str) -> Arc<str> {
         let name = tenant_from(&self.config.tenant, req, host);
         match &self.config.tenants {
             Some(known) if !known.weights.contains_key(name) => Arc::from(UNKNOWN_TENANT),
@@ -198,15 +198,42 @@ impl LoginQueue {
         tls: bool,
         state: &mut RequestState,
     ) -> Admission {
-        let started = tokio::time::Instant::now();
-        let req = session.req_header();
+        let entrant = self.entrant(session.req_header(), host, client_ip, tls, state);
+        // To see a client leave, its connection is read while it waits. A small request body
+        // still unread is read then into pingora's replay buffer, which is sent upstream on
+        // admission; a larger or chunked one is left alone, and that request leaves the line
+        // when its hold runs out at the latest.
+        let watch = move || {
+            // Moved in, so that the future may keep it.
+            let session = session;
+            if session.is_body_empty() || session.is_body_done() {
+                Some(client_gone(session))
+            } else if replayable_body(session.req_header()) {
+                session.enable_retry_buffering();
+                Some(client_gone(session))
+            } else {
+                None
+            }
+        };
+        self.admit(entrant, state, watch).await
+    }
+
+    /// What the queue reads of a request before it joins the line (its tenant, the pass and
+    /// the ticket it brought, whether it is the waiting room's poll), noted in `state`.
+    pub fn entrant(
+        self: &Arc<Self>,
+        req: &(impl QueueRequest + ?Sized),
+        host: &str,
+        client_ip: Option<IpAddr>,
+        tls: bool,
+        state: &mut RequestState,
+    ) -> Entrant {
         let tenant = self.tenant_of(req, host);
         let prefix = address_prefix(client_ip);
         let now = unix_now();
-        let cookies = || req.headers.get_all(COOKIE).iter().map(|v| v.as_bytes());
-        let pass = cookie(cookies(), PASS_COOKIE)
+        let pass = cookie(req.cookie_lines(), PASS_COOKIE)
             .and_then(|v| self.signer.check_pass_id(v, &prefix, &tenant, now));
-        let ticket = cookie(cookies(), TICKET_COOKIE)
+        let ticket = cookie(req.cookie_lines(), TICKET_COOKIE)
             .and_then(|v| self.signer.check_ticket(v, &prefix, &tenant, now));
         state.queue = Some(self.clone());
         state.tenant = Some(tenant.clone());
@@ -214,11 +241,37 @@ impl LoginQueue {
         state.tls = tls;
         state.had_pass = pass.is_some();
         state.had_ticket = ticket.is_some();
+        Entrant {
+            client: self.client_key(client_ip),
+            tenant,
+            pass,
+            ticket_seq: ticket.map(|t| t.seq),
+            // The built-in waiting room's script asking for its place: answered by Rempart
+            // alone, never sent upstream (a GET only: a request with a body is a real one).
+            poll: req.is_get() && req.header(POLL_HEADER).is_some(),
+        }
+    }
 
-        // The built-in waiting room's script asking for its place: answered by Rempart alone,
-        // never sent upstream (a GET only: a request with a body is a real one).
-        let poll = req.method == http::Method::GET && req.headers.contains_key(POLL_HEADER);
-        let mut ticket_seq = ticket.map(|t| t.seq);
+    /// Join the line and wait for admission (see [`LoginQueue::enter`]). While waiting, the
+    /// future `watch` gives (None: nothing to watch) resolves when the client leaves.
+    pub async fn admit<W>(
+        self: &Arc<Self>,
+        entrant: Entrant,
+        state: &mut RequestState,
+        watch: impl FnOnce() -> Option<W>,
+    ) -> Admission
+    where
+        W: std::future::Future<Output = ()>,
+    {
+        let started = tokio::time::Instant::now();
+        let Entrant {
+            tenant,
+            client,
+            pass,
+            ticket_seq,
+            poll,
+        } = entrant;
+        let mut ticket_seq = ticket_seq;
         // In a cluster, a ticket's early place is taken on one node at a time, and once: a
         // ticket in line or admitted on another node makes its bearer a newcomer here.
         let cluster = self.core.cluster().filter(|_| !poll).cloned();
@@ -240,7 +293,7 @@ impl LoginQueue {
         };
         let arrival = Arrival {
             tenant: tenant.clone(),
-            client: self.client_key(client_ip),
+            client,
             pass,
             ticket_seq,
         };
@@ -267,29 +320,18 @@ impl LoginQueue {
             }
             Entry::Waiting(waiting) => waiting,
         };
-        // To see a client leave, its connection is read while it waits. A small request body
-        // still unread is read then into pingora's replay buffer, which is sent upstream on
-        // admission; a larger or chunked one is left alone, and that request leaves the line
-        // when its hold runs out at the latest.
-        let watch = if session.is_body_empty() || session.is_body_done() {
-            true
-        } else if replayable_body(session.req_header()) {
-            session.enable_retry_buffering();
-            true
-        } else {
-            false
-        };
         let hold = self.config.hold;
         let outcome = {
             let wait = waiting.wait(hold);
             tokio::pin!(wait);
-            if watch {
-                tokio::select! {
-                    outcome = &mut wait => Some(outcome),
-                    () = client_gone(session) => None,
+            match watch() {
+                Some(gone) => {
+                    tokio::select! {
+                        outcome = &mut wait => Some(outcome),
+                        () = gone => None,
+                    }
                 }
-            } else {
-                Some(wait.await)
+                None => Some(wait.await),
             }
         };
         state.waited = Some(started.elapsed());
@@ -367,23 +409,74 @@ async fn client_gone(session: &mut Session) {
 }
 
 /// The tenant named by `source` in a request (`default` when it names none).
-pub fn tenant_from<'a>(source: &TenantSource, req: &'a RequestHeader, host: &'a str) -> &'a str {
+pub fn tenant_from<'a>(
+    source: &TenantSource,
+    req: &'a (impl QueueRequest + ?Sized),
+    host: &'a str,
+) -> &'a str {
     let raw: Option<&str> = match source {
         TenantSource::Host => Some(host),
-        TenantSource::Header(name) => req.headers.get(name.as_str()).and_then(|v| v.to_str().ok()),
-        TenantSource::Cookie(name) => cookie(
-            req.headers.get_all(COOKIE).iter().map(|v| v.as_bytes()),
-            name,
-        ),
-        TenantSource::Query(name) => req.uri.query().and_then(|q| {
+        TenantSource::Header(name) => req
+            .header(name.as_str())
+            .and_then(|v| std::str::from_utf8(v).ok()),
+        TenantSource::Cookie(name) => cookie(req.cookie_lines(), name),
+        TenantSource::Query(name) => req.query().and_then(|q| {
             q.split('&')
                 .filter_map(|pair| pair.split_once('='))
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v)
         }),
-        TenantSource::PathSegment(n) => req.uri.path().split('/').skip(1).nth(n.saturating_sub(1)),
+        TenantSource::PathSegment(n) => req.path().split('/').skip(1).nth(n.saturating_sub(1)),
     };
     sanitize_tenant(raw.map(str::trim))
+}
+
+/// What the queue reads of a request: pingora's request header, or a head the edge parsed
+/// in place (`proxy::direct`).
+pub trait QueueRequest {
+    /// The method is `GET`.
+    fn is_get(&self) -> bool;
+    /// The first value of the header `name` (lowercase).
+    fn header(&self, name: &str) -> Option<&[u8]>;
+    /// The values of every `Cookie` line.
+    fn cookie_lines(&self) -> impl Iterator<Item = &[u8]>;
+    /// The path, without the query.
+    fn path(&self) -> &str;
+    fn query(&self) -> Option<&str>;
+}
+
+impl QueueRequest for RequestHeader {
+    fn is_get(&self) -> bool {
+        self.method == http::Method::GET
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(HeaderValue::as_bytes)
+    }
+
+    fn cookie_lines(&self) -> impl Iterator<Item = &[u8]> {
+        self.headers
+            .get_all(COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes)
+    }
+
+    fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+}
+
+/// A request about to join a queue's line, as [`LoginQueue::entrant`] read it.
+pub struct Entrant {
+    tenant: Arc<str>,
+    client: Option<IpAddr>,
+    pass: Option<u64>,
+    ticket_seq: Option<u64>,
+    poll: bool,
 }
 
 fn sanitize_tenant(raw: Option<&str>) -> &str {
@@ -399,10 +492,14 @@ fn sanitize_tenant(raw: Option<&str>) -> &str {
     }
 }
 
-/// Whether an answer is the success that earns a pass: a status of `on_status`, and, when
-/// named, the `on_cookie` cookie set to a value.
-pub fn earns_pass(rule: &crate::config::PassRule, response: &ResponseHeader) -> bool {
-    let status = response.status.as_u16();
+/// Whether an answer of `status`, whose `Set-Cookie` values are `set_cookies`, is the success
+/// that earns a pass: a status of `on_status`, and, when named, the `on_cookie` cookie set to a
+/// value.
+pub fn earns_pass<'a>(
+    rule: &crate::config::PassRule,
+    status: u16,
+    mut set_cookies: impl Iterator<Item = &'a [u8]>,
+) -> bool {
     if !rule
         .on_status
         .iter()
@@ -413,9 +510,8 @@ pub fn earns_pass(rule: &crate::config::PassRule, response: &ResponseHeader) -> 
     let Some(name) = &rule.on_cookie else {
         return true;
     };
-    response.headers.get_all(SET_COOKIE).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b';')
+    set_cookies.any(|v| {
+        v.split(|b| *b == b';')
             .next()
             .and_then(|pair| {
                 let eq = pair.iter().position(|b| *b == b'=')?;
@@ -462,25 +558,43 @@ impl RequestState {
     /// the operator named (`pass.on_status`, and the `pass.on_cookie` cookie set), and the
     /// ticket it came with is spent.
     pub fn response(&self, response: &mut ResponseHeader) {
+        let status = response.status.as_u16();
+        let set_cookies = response
+            .headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes);
+        for cookie in self.answer_cookies(status, set_cookies) {
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                let _ = response.append_header(SET_COOKIE, v);
+            }
+        }
+    }
+
+    /// The `Set-Cookie` values [`RequestState::response`] adds to an answer of `status` whose
+    /// own are `set_cookies` (none off queue routes).
+    pub fn answer_cookies<'a>(
+        &self,
+        status: u16,
+        set_cookies: impl Iterator<Item = &'a [u8]>,
+    ) -> Vec<String> {
+        let mut cookies = Vec::new();
         let (Some(_), Some(queue), Some(tenant)) = (&self.slot, &self.queue, &self.tenant) else {
-            return;
+            return cookies;
         };
         let rule = &queue.config.pass;
-        if !self.had_pass && earns_pass(rule, response) {
+        if !self.had_pass && earns_pass(rule, status, set_cookies) {
             let ttl = rule.ttl.as_secs().max(1);
             let value =
                 queue
                     .signer
                     .pass_with_id(tenant, &self.prefix, unix_now() + ttl, rand::random());
-            if let Ok(v) = HeaderValue::from_str(&set_cookie(PASS_COOKIE, &value, ttl, self.tls)) {
-                let _ = response.append_header(SET_COOKIE, v);
-            }
+            cookies.push(set_cookie(PASS_COOKIE, &value, ttl, self.tls));
         }
         if self.had_ticket {
-            if let Ok(v) = HeaderValue::from_str(&set_cookie(TICKET_COOKIE, "", 0, self.tls)) {
-                let _ = response.append_header(SET_COOKIE, v);
-            }
+            cookies.push(set_cookie(TICKET_COOKIE, "", 0, self.tls));
         }
+        cookies
     }
 
     /// The request is over: release the slot, with the upstream latency as a sample for the
