@@ -345,27 +345,41 @@ fn body_of(len: usize) -> Vec<u8> {
 #[test]
 fn a_trickled_body_reaches_no_server_before_it_is_whole_then_arrives_intact() {
     let setup = start(1, ONE_ROUTE, &[]);
-    let origin = &setup.origins[0];
     let body = body_of(3000);
+    trickle(
+        &setup,
+        "/form",
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+        &body,
+    );
+    let received = setup.origins[0].received("POST", "/form");
+    assert_eq!(received.len(), 1, "{}", setup.context());
+    assert!(received[0].body == body, "the server read another body");
+}
+
+/// POST `body` to `path` (with `headers`, whole lines) in ten pieces 100 ms apart (a slow
+/// client, well within the body rules), checking after each that no request head for `path`
+/// reached the server, then the last bytes: the answer must be 200 with the body echoed.
+fn trickle(setup: &Setup, path: &str, headers: &str, body: &[u8]) {
+    let origin = &setup.origins[0];
     let mut stream = connect(setup.http);
     let head = format!(
-        "POST /form HTTP/1.1\r\nHost: h.example\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: h.example\r\n{headers}Content-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();
-    // Ten pieces, 100 ms apart (a slow client, well within the body rules): while the body is
-    // incomplete, no request head reaches the server.
-    for piece in body[..2900].chunks(290) {
+    let last = body.len() - body.len() / 30;
+    for piece in body[..last].chunks(last.div_ceil(10)) {
         stream.write_all(piece).unwrap();
         thread::sleep(Duration::from_millis(100));
         assert_eq!(
-            origin.heads_of("/form"),
+            origin.heads_of(path),
             0,
             "a request reached the server before its body was whole\n{}",
             setup.context()
         );
     }
-    stream.write_all(&body[2900..]).unwrap();
+    stream.write_all(&body[last..]).unwrap();
     let mut buf = Vec::new();
     let (status, head, echoed) = read_answer(&mut stream, &mut buf)
         .unwrap_or_else(|| panic!("no answer to the POST\n{}", setup.context()));
@@ -375,9 +389,6 @@ fn a_trickled_body_reaches_no_server_before_it_is_whole_then_arrives_intact() {
         "the body came back altered\n{}",
         setup.context()
     );
-    let received = origin.received("POST", "/form");
-    assert_eq!(received.len(), 1, "{}", setup.context());
-    assert!(received[0].body == body, "the server read another body");
 }
 
 /// A body sent in pieces with the next request pipelined right behind it (in the same write as
@@ -533,33 +544,11 @@ fn a_body_slower_than_body_min_rate_is_cut_with_408_before_any_server_sees_it() 
 #[test]
 fn on_a_queue_route_too_a_trickled_body_reaches_no_server_before_it_is_whole() {
     let setup = start_with(1, QUEUE_ROUTES, &[], QUEUE);
-    let origin = &setup.origins[0];
-    let body = body_of(1200);
-    let mut stream = connect(setup.http);
-    let head = format!(
-        "POST /auth/login HTTP/1.1\r\nHost: h.example\r\nX-ENT-UAI: 0750001A\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    for piece in body[..1100].chunks(220) {
-        stream.write_all(piece).unwrap();
-        thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            origin.heads_of("/auth/login"),
-            0,
-            "a request reached the server before its body was whole\n{}",
-            setup.context()
-        );
-    }
-    stream.write_all(&body[1100..]).unwrap();
-    let mut buf = Vec::new();
-    let (status, head, echoed) = read_answer(&mut stream, &mut buf)
-        .unwrap_or_else(|| panic!("no answer to the POST\n{}", setup.context()));
-    assert_eq!(status, 200, "{head}\n{}", setup.context());
-    assert!(
-        echoed == body,
-        "the body came back altered\n{}",
-        setup.context()
+    trickle(
+        &setup,
+        "/auth/login",
+        "X-ENT-UAI: 0750001A\r\n",
+        &body_of(1200),
     );
 }
 
