@@ -359,7 +359,8 @@ pub fn plan(
     {
         // A body left unread closes the connection.
         answer.close |= !keep_alive || body_len > 0;
-        let (bytes, status) = early::wire(&answer, &method, accept, accept_language)?;
+        let (bytes, status, close) = early::wire_or_bare(&answer, &method, accept, accept_language);
+        answer.close = close;
         let trusted_id =
             request_id.filter(|id| peer_trusted && forwarded::acceptable_request_id(id));
         early::account(

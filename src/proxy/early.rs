@@ -131,12 +131,13 @@ pub fn answer(
     };
     let has_body = parsed.content_length.is_some_and(|len| len > 0);
     answer.close = has_body || parsed.wants_close || runtime.is_draining();
-    let (bytes, status) = wire(
+    let (bytes, status, close) = wire_or_bare(
         &answer,
         &parsed.method,
         parsed.accept,
         parsed.accept_language,
-    )?;
+    );
+    answer.close = close;
 
     account(
         runtime,
@@ -182,6 +183,29 @@ pub(super) fn parse_head<'h, 'b>(
         return None;
     }
     Some(request)
+}
+
+/// [`wire`], or when the answer cannot be rendered (it always can: its headers are Rempart's),
+/// its bare status line and an empty body, closing; and whether the connection closes after
+/// it. For answers decided after the shield
+/// counted them, which must go out rather than to pingora (that would count them twice).
+pub(super) fn wire_or_bare(
+    answer: &Answer,
+    method: &Method,
+    accept: Option<&[u8]>,
+    accept_language: Option<&[u8]>,
+) -> (Vec<u8>, u16, bool) {
+    if let Some((bytes, status)) = wire(answer, method, accept, accept_language) {
+        return (bytes, status, answer.close);
+    }
+    {
+        let status = answer.reason.status();
+        let mut bytes = Vec::with_capacity(96);
+        bytes.extend_from_slice(b"HTTP/1.1 ");
+        bytes.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+        bytes.extend_from_slice(b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        (bytes, status, true)
+    }
 }
 
 /// An answer of Rempart's as it goes on the wire to an HTTP/1.1 client, head and body (no body
