@@ -150,6 +150,19 @@ impl ProxyYaml {
 
 /// Poll `GET http://addr/__harness/ready` until it answers 200 (the route's upstream is up), for
 /// at most `timeout`. Err holds the last answer.
+/// Start rempart with `yaml` and wait (10 s at most) until `http` routes a request; panics
+/// with rempart's stderr and the configuration when it does not.
+pub fn start_routable(yaml: &str, http: SocketAddr) -> crate::Rempart {
+    let rempart = crate::start_rempart(yaml);
+    if let Err(e) = wait_routable(http, Duration::from_secs(10)) {
+        panic!(
+            "{e}\nrempart stderr:\n{}\n--- configuration ---\n{yaml}",
+            rempart.stderr()
+        );
+    }
+    rempart
+}
+
 pub fn wait_routable(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     let mut last = String::from("no answer");
     let ok = crate::poll_until(timeout, || {

@@ -226,13 +226,7 @@ fn start(script: impl Fn(&str) -> Option<Reply> + Send + Sync + 'static) -> Setu
     let mut y = ProxyYaml::new(vec![origin.addr], vec![]);
     y.tls = false;
     let yaml = y.render();
-    let rempart = start_rempart(&yaml);
-    if let Err(e) = wait_routable(y.ports.http, Duration::from_secs(10)) {
-        panic!(
-            "{e}\nrempart stderr:\n{}\n--- configuration ---\n{yaml}",
-            rempart.stderr()
-        );
-    }
+    let rempart = start_routable(&yaml, y.ports.http);
     Setup {
         rempart,
         origin,
