@@ -12,9 +12,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::listeners::tls::Acceptor;
+use pingora::protocols::http::v2;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, Stream};
+use pingora::protocols::{Digest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Ssl, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
@@ -22,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::direct::{self, Direct};
 use super::early;
+use super::streams::{self, StreamClient};
 use crate::forwarded::{canonical, RequestIds};
 use crate::proxy::RempartProxy;
 use crate::runtime::Runtime;
@@ -85,6 +87,85 @@ impl Edge {
             session.set_keepalive(Some(settings.keepalive_timeout.as_secs().max(1)));
         }
         self.proxy.process_new_http(session, shutdown)
+    }
+
+    /// An HTTP/2 connection: pingora's handshake and stream accept loop, every stream in its
+    /// own task on this worker thread (`streams`).
+    async fn serve_h2(
+        self: &Arc<Self>,
+        guard: Box<Guard>,
+        peer: Option<SocketAddr>,
+        tls: bool,
+        shutdown: &ShutdownWatch,
+    ) {
+        let digest = Arc::new(Digest {
+            ssl_digest: guard.get_ssl_digest(),
+            timing_digest: guard.get_timing_digest(),
+            proxy_digest: guard.get_proxy_digest(),
+            socket_digest: guard.get_socket_digest(),
+        });
+        let connection = match v2::server::handshake(guard, self.proxy.h2_options()).await {
+            Ok(connection) => connection,
+            Err(e) => {
+                tracing::debug!(error = %e, "HTTP/2 handshake failed");
+                return;
+            }
+        };
+        let idle_timeout = self.proxy.server_options().and_then(|o| o.h2_idle_timeout);
+        v2::server::accept_downstream_sessions(
+            connection,
+            digest,
+            shutdown.clone(),
+            idle_timeout,
+            |session, busy| {
+                let edge = self.clone();
+                let shutdown = shutdown.clone();
+                // On this thread: its pool of upstream connections is the one to use.
+                tokio::spawn(async move {
+                    let _busy = busy;
+                    edge.serve_stream(session, peer, tls, &shutdown).await;
+                });
+            },
+        )
+        .await;
+    }
+
+    /// One HTTP/2 stream: a request without a body is offered to the edge's answers and
+    /// forwarding as the HTTP/1 head it stands for; anything else is pingora's.
+    async fn serve_stream(
+        &self,
+        session: v2::server::HttpSession,
+        peer: Option<SocketAddr>,
+        tls: bool,
+        shutdown: &ShutdownWatch,
+    ) {
+        let head = (session.is_body_done() && !*shutdown.borrow())
+            .then(|| streams::h1_head(session.req_header()))
+            .flatten();
+        if let Some(head) = head {
+            let answer = match early::answer(&self.runtime, &self.request_ids, &head, peer) {
+                Some(early) => Some(early),
+                None => match direct::plan(&self.runtime, &self.request_ids, &head, peer, tls) {
+                    Some(Direct::Answer(early)) => Some(early),
+                    Some(Direct::Forward(plan)) => {
+                        let mut client = StreamClient::new(session);
+                        Box::pin(direct::forward(&self.runtime, plan, &mut client)).await;
+                        client.finish().await;
+                        return;
+                    }
+                    None => None,
+                },
+            };
+            if let Some(early) = answer {
+                let mut client = StreamClient::new(session);
+                if client.write_all(&early.bytes).await.is_ok() {
+                    client.finish().await;
+                }
+                return;
+            }
+        }
+        let session = ServerSession::new_http2(session);
+        Box::pin(self.proxy.process_new_http(session, shutdown)).await;
     }
 
     /// The TLS acceptor of the listener a connection came in on (None: plain HTTP).
@@ -192,12 +273,10 @@ impl ServerApp for Edge {
         let _registered =
             peer_address.map(|peer| shield_state.guards.register(peer, control.clone(), h2));
         if guard.is_h2() {
-            // HTTP/2: pingora's connection handling, the guard watching its frames.
+            // HTTP/2: pingora's connection handling, the guard watching its frames; each
+            // stream served by the edge when it can be, by pingora's proxy otherwise.
             let _ = control;
-            let mut next: Option<Stream> = Some(guard);
-            while let Some(stream) = next {
-                next = self.proxy.process_new(stream, shutdown).await;
-            }
+            self.serve_h2(guard, peer_address, tls, shutdown).await;
             return None;
         }
 
