@@ -276,7 +276,8 @@ impl ServerApp for Edge {
             // HTTP/2: pingora's connection handling, the guard watching its frames; each
             // stream served by the edge when it can be, by pingora's proxy otherwise.
             let _ = control;
-            self.serve_h2(guard, peer_address, tls, shutdown).await;
+            // Boxed: the HTTP/2 connection's state is no part of an HTTP/1 connection's future.
+            Box::pin(self.serve_h2(guard, peer_address, tls, shutdown)).await;
             return None;
         }
 
