@@ -119,29 +119,42 @@ fn reply(path: &str) -> (Vec<u8>, bool) {
     }
 }
 
+/// One read (at most 200 ms) onto `buf`; false when the connection or the origin's time ends.
+fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    started: Instant,
+    stop: &AtomicBool,
+) -> bool {
+    if stop.load(Ordering::SeqCst) || started.elapsed() > ORIGIN_LIFETIME {
+        return false;
+    }
+    let mut chunk = [0u8; 16 * 1024];
+    match stream.read(&mut chunk) {
+        Ok(0) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
 fn serve(mut stream: TcpStream, seen: &Mutex<Vec<Seen>>, stop: &AtomicBool) {
     let started = Instant::now();
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
     for _ in 0..MAX_REQUESTS_PER_CONNECTION {
         // A head, then a Content-Length body.
         let end = loop {
             if let Some(at) = find(&buf, b"\r\n\r\n") {
                 break at + 4;
             }
-            if buf.len() > MAX_REQUEST_HEAD
-                || stop.load(Ordering::SeqCst)
-                || started.elapsed() > ORIGIN_LIFETIME
-            {
+            if buf.len() > MAX_REQUEST_HEAD || !read_more(&mut stream, &mut buf, started, stop) {
                 return;
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => return,
             }
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
@@ -162,15 +175,8 @@ fn serve(mut stream: TcpStream, seen: &Mutex<Vec<Seen>>, stop: &AtomicBool) {
             })
             .unwrap_or(0);
         while buf.len() < end + length {
-            if stop.load(Ordering::SeqCst) || started.elapsed() > ORIGIN_LIFETIME {
+            if !read_more(&mut stream, &mut buf, started, stop) {
                 return;
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => return,
             }
         }
         let body = buf[end..end + length].to_vec();
