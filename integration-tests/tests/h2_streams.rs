@@ -418,3 +418,53 @@ async fn a_request_with_a_body_reaches_the_server_whole() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, b"a body");
 }
+
+/// An idle HTTP/2 connection frees its frame and HPACK buffers (pingora patch 7, in the h2
+/// crate); the connection's next requests, with a large header block, a body and an answer
+/// larger than the buffers, must come through whole on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_fell_idle_serves_its_next_requests_whole() {
+    let s = start();
+    let client = h2_client(&[("localhost", s.https)]);
+    let url = |path: &str| format!("https://localhost:{}{path}", s.https.port());
+    // Larger than the HPACK decoder's 4 KiB buffer once decoded, and Huffman-coded by the
+    // client (lower-case letters).
+    let token: String = (0..6_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    for round in 0..3 {
+        // Time for the connection to fall idle: no stream open, every byte written.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = client
+            .get(url("/big"))
+            .header("x-token", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200, "round {round}");
+        assert!(r.bytes().await.unwrap() == big_body(), "round {round}");
+
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = client
+            .post(url("/post"))
+            .body(vec![b'x'; 20_000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "round {round}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    let seen = s.origin.seen("/big");
+    assert_eq!(seen.len(), 3);
+    for request in &seen {
+        let expected = format!("x-token: {token}\r\n");
+        assert!(
+            request.head.to_ascii_lowercase().contains(&expected),
+            "the header block came through whole"
+        );
+    }
+    let posted = s.origin.seen("/post");
+    assert_eq!(posted.len(), 3);
+    assert!(posted.iter().all(|p| p.body == vec![b'x'; 20_000]));
+}

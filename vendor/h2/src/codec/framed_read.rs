@@ -21,6 +21,10 @@ use tokio_util::codec::{LengthDelimitedCodec, LengthDelimitedCodecError};
 // 16 MB "sane default" taken from golang http2
 const DEFAULT_SETTINGS_MAX_HEADER_LIST_SIZE: usize = 16 << 20;
 
+/// [Rempart patch 7] The read buffer's capacity when it is allocated again after an idle
+/// spell: tokio-util's initial capacity.
+const READ_BUFFER_CAPACITY: usize = 8 * 1024;
+
 #[derive(Debug)]
 pub struct FramedRead<T> {
     inner: InnerFramedRead<T, LengthDelimitedCodec>,
@@ -70,6 +74,19 @@ impl<T> FramedRead<T> {
 
     pub fn get_mut(&mut self) -> &mut T {
         self.inner.get_mut()
+    }
+
+    /// [Rempart patch 7] Frees the read buffer when it holds no byte: the connection is idle.
+    /// It is allocated again (`READ_BUFFER_CAPACITY`) at the next read.
+    pub(crate) fn release_idle_buffer(&mut self) {
+        let buffer = self.inner.read_buffer_mut();
+        if buffer.is_empty() && buffer.capacity() > 0 {
+            *buffer = BytesMut::new();
+        }
+        // No header block in progress (a HEADERS frame waiting for its CONTINUATION).
+        if self.decoder.partial.is_none() {
+            self.decoder.hpack.release_idle_buffer();
+        }
     }
 
     /// Returns the current max frame size setting
@@ -419,6 +436,11 @@ where
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let span = tracing::trace_span!("FramedRead::poll_next");
         let _e = span.enter();
+        // [Rempart patch 7] The buffer freed while the connection was idle, back at the size
+        // tokio-util's FramedRead starts with: reads go into it, not into a few bytes at a time.
+        if self.inner.read_buffer().capacity() == 0 {
+            self.inner.read_buffer_mut().reserve(READ_BUFFER_CAPACITY);
+        }
         loop {
             tracing::trace!("poll");
             let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {

@@ -108,6 +108,7 @@ where
     /// Calling this function may result in the current contents of the buffer
     /// to be flushed to `T`.
     pub fn poll_ready(&mut self, cx: &mut Context) -> Poll<io::Result<()>> {
+        self.encoder.ensure_buffer();
         if !self.encoder.has_capacity() {
             // Try flushing
             ready!(self.flush(cx))?;
@@ -122,8 +123,15 @@ where
 
     /// Returns whether a frame can be buffered without first flushing the
     /// underlying I/O object.
-    pub(crate) fn has_capacity(&self) -> bool {
+    pub(crate) fn has_capacity(&mut self) -> bool {
+        self.encoder.ensure_buffer();
         self.encoder.has_capacity()
+    }
+
+    /// [Rempart patch 7] Frees the write buffer when nothing waits in it: the connection is
+    /// idle. `poll_ready`, `has_capacity` and `buffer` allocate it again.
+    pub(crate) fn release_idle_buffer(&mut self) {
+        self.encoder.release_idle_buffer();
     }
 
     /// Buffer a frame.
@@ -221,6 +229,7 @@ where
     }
 
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
+        self.ensure_buffer();
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
@@ -304,6 +313,20 @@ where
         }
 
         Ok(())
+    }
+
+    /// [Rempart patch 7] The write buffer, allocated again if it was freed while idle.
+    fn ensure_buffer(&mut self) {
+        if self.buf.get_ref().capacity() == 0 {
+            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+        }
+    }
+
+    /// [Rempart patch 7] Frees the write buffer if no byte and no frame waits in it.
+    fn release_idle_buffer(&mut self) {
+        if self.next.is_none() && !self.buf.has_remaining() && self.buf.get_ref().capacity() > 0 {
+            self.buf = Cursor::new(BytesMut::new());
+        }
     }
 
     fn has_capacity(&self) -> bool {

@@ -136,6 +136,13 @@ where
         self.framed_write().poll_ready(cx)
     }
 
+    /// [Rempart patch 7] Frees the read and write buffers that hold no byte, for a connection
+    /// that waits for its peer with nothing to send and no stream open.
+    pub(crate) fn release_idle_buffers(&mut self) {
+        self.inner.release_idle_buffer();
+        self.framed_write().release_idle_buffer();
+    }
+
     /// Returns whether the codec can buffer a frame without flushing the
     /// underlying I/O object.
     pub(crate) fn has_send_capacity(&mut self) -> bool {

@@ -13,6 +13,9 @@ use std::ops::ControlFlow;
 use std::str::Utf8Error;
 
 /// Decodes headers using HPACK
+/// The capacity of the buffer Huffman-coded strings are decoded into.
+const DECODE_BUFFER_CAPACITY: usize = 4096;
+
 #[derive(Debug)]
 pub struct Decoder {
     // Protocol indicated that the max table size will update
@@ -158,7 +161,7 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            buffer: BytesMut::with_capacity(DECODE_BUFFER_CAPACITY),
         }
     }
 
@@ -174,6 +177,14 @@ impl Decoder {
     }
 
     /// Decodes the headers found in the given buffer.
+    /// [Rempart patch 7] Frees the buffer of decoded strings when it holds none (the strings
+    /// handed out keep their own part of it): the connection is idle.
+    pub(crate) fn release_idle_buffer(&mut self) {
+        if self.buffer.is_empty() && self.buffer.capacity() > 0 {
+            self.buffer = BytesMut::new();
+        }
+    }
+
     pub fn decode<F>(
         &mut self,
         src: &mut Cursor<&mut BytesMut>,
@@ -183,6 +194,11 @@ impl Decoder {
         F: FnMut(Header) -> ControlFlow<()>,
     {
         use self::Representation::*;
+
+        // [Rempart patch 7] The buffer freed while the connection was idle, back at its size.
+        if self.buffer.capacity() == 0 {
+            self.buffer.reserve(DECODE_BUFFER_CAPACITY);
+        }
 
         let mut can_resize = true;
 

@@ -332,6 +332,12 @@ where
                                 continue;
                             }
 
+                            // [Rempart patch 7] Everything is written and flushed, every
+                            // frame read, no stream open: an idle connection keeps no buffer.
+                            if !self.inner.streams.has_streams() {
+                                self.codec.release_idle_buffers();
+                            }
+
                             return Poll::Pending;
                         }
                     };
