@@ -622,7 +622,9 @@ measure_h2() { # TARGET ROUND
   failed=$(awk '/^requests:/ { gsub(/,/, ""); print $10 + $12 + $14 }' "$raw")
   done_n=$(awk '/^requests:/ { gsub(/,/, ""); print $6 }' "$raw")
   ok2xx=$(awk '/^status codes:/ { gsub(/,/, ""); print $3 }' "$raw")
-  proto=$(awk -F': ' '/^Application protocol/ { print $2 }' "$raw")
+  # h2load's threads print at once: the line may start after another thread's words, and its
+  # value may be on the next line.
+  proto=$(tr '\n' ' ' <"$raw" | grep -o 'Application protocol: *[A-Za-z0-9./-]*' | head -n 1 | awk '{ print $3 }')
   m_errors=$(( ${failed:-0} + ${done_n:-0} - ${ok2xx:-0} ))
   read -r m_p50 m_p99 < <(awk -F'\t' '{ print $3 }' "$reqlog" | sort -n | awk '
     function at(q,  i) { i = int(NR * q + 0.5); if (i < 1) i = 1; return v[i] / 1000 }
