@@ -132,69 +132,75 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
 // misbehaving client can keep this task alive after GOAWAY.
 // [Rempart patch 6] Public, with `StreamGuard`: an application that serves some streams itself
 // (Rempart forwards simple requests without pingora's proxy session) keeps this accept loop.
-pub async fn accept_downstream_sessions<F>(
+pub fn accept_downstream_sessions<F>(
     mut conn: H2Connection<Stream>,
     digest: Arc<Digest>,
     mut shutdown: ShutdownWatch,
     idle_timeout: Option<Duration>,
     mut on_session: F,
-) where
+) -> impl std::future::Future<Output = ()>
+where
     F: FnMut(HttpSession, StreamGuard),
 {
-    let mut shutdown_initiated = false;
-    // Per-connection budget for malformed streams (see MAX_MALFORMED_STREAMS_PER_CONN).
-    let mut malformed_streams = 0usize;
-    // In-flight sessions, decremented by the `StreamGuard` given to `on_session`.
-    let active = Arc::new(ActiveSessions::new());
-    loop {
-        let h2_stream = if shutdown_initiated {
-            HttpSession::from_h2_conn_with_malformed_budget(
-                &mut conn,
-                digest.clone(),
-                &mut malformed_streams,
-            )
-            .await
-        } else {
-            tokio::select! {
-                // Poll the shutdown signal first so a concurrent signal is
-                // observed deterministically. `from_h2_conn` is cancel-safe
-                // and is polled again on the next iteration.
-                biased;
-                _ = shutdown.changed() => {
-                    conn.graceful_shutdown();
-                    shutdown_initiated = true;
-                    continue;
-                }
-                h2_stream = HttpSession::from_h2_conn_with_malformed_budget(
+    // [Rempart patch 6] An async block, not an async fn: an async fn keeps room for its
+    // arguments twice (as arguments, and as the locals they are moved into), and the
+    // connection is 1.2 KiB of every HTTP/2 connection's future for its whole life.
+    async move {
+        let mut shutdown_initiated = false;
+        // Per-connection budget for malformed streams (see MAX_MALFORMED_STREAMS_PER_CONN).
+        let mut malformed_streams = 0usize;
+        // In-flight sessions, decremented by the `StreamGuard` given to `on_session`.
+        let active = Arc::new(ActiveSessions::new());
+        loop {
+            let h2_stream = if shutdown_initiated {
+                HttpSession::from_h2_conn_with_malformed_budget(
                     &mut conn,
                     digest.clone(),
                     &mut malformed_streams,
-                ) => h2_stream,
-                // Any accepted stream cancels this future. The next iteration
-                // waits for all active streams to finish before starting a fresh
-                // idle period.
-                _ = wait_for_idle_timeout(&active, idle_timeout.unwrap_or_default()), if idle_timeout.is_some() => {
-                    // Idle with nothing in flight: drop `conn` to close the
-                    // socket now (no graceful GOAWAY wait that could hang on
-                    // a dead peer).
+                )
+                .await
+            } else {
+                tokio::select! {
+                    // Poll the shutdown signal first so a concurrent signal is
+                    // observed deterministically. `from_h2_conn` is cancel-safe
+                    // and is polled again on the next iteration.
+                    biased;
+                    _ = shutdown.changed() => {
+                        conn.graceful_shutdown();
+                        shutdown_initiated = true;
+                        continue;
+                    }
+                    h2_stream = HttpSession::from_h2_conn_with_malformed_budget(
+                        &mut conn,
+                        digest.clone(),
+                        &mut malformed_streams,
+                    ) => h2_stream,
+                    // Any accepted stream cancels this future. The next iteration
+                    // waits for all active streams to finish before starting a fresh
+                    // idle period.
+                    _ = wait_for_idle_timeout(&active, idle_timeout.unwrap_or_default()), if idle_timeout.is_some() => {
+                        // Idle with nothing in flight: drop `conn` to close the
+                        // socket now (no graceful GOAWAY wait that could hang on
+                        // a dead peer).
+                        return;
+                    }
+                }
+            };
+            match h2_stream {
+                Err(e) => {
+                    // It is common for the client to just disconnect TCP without
+                    // properly closing H2. So we don't log the errors here
+                    debug!("H2 error when accepting new stream {e}");
                     return;
                 }
-            }
-        };
-        match h2_stream {
-            Err(e) => {
-                // It is common for the client to just disconnect TCP without
-                // properly closing H2. So we don't log the errors here
-                debug!("H2 error when accepting new stream {e}");
-                return;
-            }
-            // None means the connection is ready to be closed
-            Ok(None) => return,
-            // The offending stream was already answered or reset; keep the
-            // connection alive and continue accepting sibling streams.
-            Ok(Some(H2Accept::Rejected)) => continue,
-            Ok(Some(H2Accept::Session(session))) => {
-                on_session(session, active.start_session());
+                // None means the connection is ready to be closed
+                Ok(None) => return,
+                // The offending stream was already answered or reset; keep the
+                // connection alive and continue accepting sibling streams.
+                Ok(Some(H2Accept::Rejected)) => continue,
+                Ok(Some(H2Accept::Session(session))) => {
+                    on_session(session, active.start_session());
+                }
             }
         }
     }
