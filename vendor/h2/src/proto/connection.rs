@@ -336,6 +336,7 @@ where
                             // frame read, no stream open: an idle connection keeps no buffer.
                             if !self.inner.streams.has_streams() {
                                 self.codec.release_idle_buffers();
+                                self.inner.streams.release_idle_memory();
                             }
 
                             return Poll::Pending;

@@ -85,6 +85,11 @@ pub(crate) enum Open {
 }
 
 impl Recv {
+    /// [Rempart patch 7] Frees the room of the received frames' buffer when it holds none.
+    pub(super) fn shrink_if_empty(&mut self) {
+        self.buffer.shrink_if_empty();
+    }
+
     pub fn new(peer: peer::Dyn, config: &Config) -> Self {
         let next_stream_id = if peer.is_server() { 1 } else { 2 };
 

@@ -86,6 +86,17 @@ impl Store {
         }
     }
 
+    /// [Rempart patch 7] Frees the room of the streams' slab and index when they hold no
+    /// stream.
+    pub fn shrink_if_empty(&mut self) {
+        if self.slab.is_empty() && self.slab.capacity() > 0 {
+            self.slab = slab::Slab::new();
+        }
+        if self.ids.is_empty() && self.ids.capacity() > 0 {
+            self.ids = IndexMap::new();
+        }
+    }
+
     pub fn find_mut(&mut self, id: &StreamId) -> Option<Ptr<'_>> {
         let index = {
             let key = self.ids.get(id)?;

@@ -1144,6 +1144,18 @@ where
         me.counts.has_streams()
     }
 
+    /// [Rempart patch 7] Frees the room of the stream store and the frame buffers that hold
+    /// nothing, for a connection that is idle.
+    pub fn release_idle_memory(&self) {
+        {
+            let mut me = self.inner.lock().unwrap();
+            let me = &mut *me;
+            me.store.shrink_if_empty();
+            me.actions.recv.shrink_if_empty();
+        }
+        self.send_buffer.inner.lock().unwrap().shrink_if_empty();
+    }
+
     pub fn has_streams_or_other_references(&self) -> bool {
         let me = self.inner.lock().unwrap();
         me.counts.has_streams() || me.refs > 1
