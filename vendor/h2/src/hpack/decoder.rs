@@ -12,10 +12,10 @@ use std::io::Cursor;
 use std::ops::ControlFlow;
 use std::str::Utf8Error;
 
-/// Decodes headers using HPACK
-/// The capacity of the buffer Huffman-coded strings are decoded into.
+/// [Rempart patch 7] The capacity of the buffer Huffman-coded strings are decoded into.
 const DECODE_BUFFER_CAPACITY: usize = 4096;
 
+/// Decodes headers using HPACK
 #[derive(Debug)]
 pub struct Decoder {
     // Protocol indicated that the max table size will update
@@ -176,7 +176,6 @@ impl Decoder {
         self.max_size_update = Some(size);
     }
 
-    /// Decodes the headers found in the given buffer.
     /// [Rempart patch 7] Frees the buffer of decoded strings when it holds none (the strings
     /// handed out keep their own part of it): the connection is idle.
     pub(crate) fn release_idle_buffer(&mut self) {
@@ -185,6 +184,7 @@ impl Decoder {
         }
     }
 
+    /// Decodes the headers found in the given buffer.
     pub fn decode<F>(
         &mut self,
         src: &mut Cursor<&mut BytesMut>,
