@@ -37,6 +37,11 @@ impl<W: AsyncWrite + Unpin> LazyBufWriter<W> {
         &mut self.inner
     }
 
+    /// [Rempart patch 8] No byte waits to be written.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.written >= self.buf.len()
+    }
+
     pub(crate) fn into_inner(self) -> W {
         self.inner
     }

@@ -467,6 +467,16 @@ impl BufferedStream {
         self.writer_mut().get_mut()
     }
 
+    /// [Rempart patch 8] Nothing waits in either buffer.
+    fn is_empty(&self) -> bool {
+        match self {
+            BufferedStream::UnbufferedRead(writer) => writer.is_empty(),
+            BufferedStream::BufferedRead(reader) => {
+                reader.buffer().is_empty() && reader.get_ref().is_empty()
+            }
+        }
+    }
+
     /// Return the raw stream. Anything left in either buffer is lost.
     fn into_inner(self) -> RawStreamWrapper {
         match self {
@@ -629,7 +639,10 @@ impl Stream {
 
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
-    pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
+    ///
+    /// [Rempart patch 8] Public: a connection made again from a parked socket
+    /// (`into_idle_tcp`) gets the buffers its listener gives.
+    pub fn set_buffer(&mut self, buffer: L4BufferSettings) {
         use std::mem;
         // Since the buffers can't be resized in place,
         // we take the raw stream out of them and put it in new buffers with the size we want
@@ -642,6 +655,28 @@ impl Stream {
             )
         });
         let _ = mem::replace(&mut self.stream, stream);
+    }
+}
+
+impl Stream {
+    /// [Rempart patch 8] The TCP connection itself, taken out of the stream when nothing waits
+    /// in its buffers and nothing was put back to be read again: an idle keep-alive connection,
+    /// which its server parks without its task, buffers and digests, and makes into a stream
+    /// again (`From<TcpStream>`, `set_buffer`, `set_socket_digest`) when a request comes. The
+    /// stream itself when something is buffered or it is not TCP.
+    pub fn into_idle_tcp(mut self) -> std::result::Result<TcpStream, Self> {
+        let idle = self.rewind_read_buf.is_empty()
+            && self.stream.as_ref().is_some_and(|s| {
+                s.is_empty() && matches!(s.get_ref().stream, RawStream::Tcp(_))
+            });
+        if !idle {
+            return Err(self);
+        }
+        match self.stream.take().map(|s| s.into_inner().stream) {
+            Some(RawStream::Tcp(tcp)) => Ok(tcp),
+            // Checked above: a TCP stream is there.
+            _ => Err(self),
+        }
     }
 }
 
@@ -810,8 +845,12 @@ impl Drop for Stream {
         if let Some(t) = self.tracer.as_ref() {
             t.0.on_disconnected();
         }
+        // [Rempart patch 8] The raw stream may have been taken out (`into_idle_tcp`).
+        let Some(stream) = self.stream.as_ref() else {
+            return;
+        };
         /* use nodelay/local_addr function to detect socket status */
-        let ret = match &self.stream().get_ref().stream {
+        let ret = match &stream.get_ref().stream {
             RawStream::Tcp(s) => s.nodelay().err(),
             #[cfg(unix)]
             RawStream::Unix(s) => s.local_addr().err(),
