@@ -22,7 +22,8 @@
 #
 # Writes bench/out/connections.md (raw outputs and generated configurations in bench/out/conn-*)
 # and prints it. Environment: CONN_COUNT, CONN_SOURCES, ATTACK_DURATION (seconds),
-# ATTACK_CONNECTIONS, CONN_TARGETS (default "rempart nginx haproxy"), BENCH_BIN_DIR (prebuilt
+# ATTACK_CONNECTIONS, CONN_TARGETS (default "rempart nginx haproxy"), CONN_MODES (default "h1
+# tls-h1 tls-h2"), CONN_ATTACKS (default every kind; "none" for memory only), BENCH_BIN_DIR (prebuilt
 # binaries in that directory, no build) or BENCH_NO_BUILD=1 (no build: target/release, or
 # target/dist with a [profile.dist], as it is); see bench_binaries in bench/common.sh. Loopback
 # only; every process started here is stopped on exit, even on Ctrl-C; every wait is bounded.
@@ -41,8 +42,12 @@ for v in "$count" "$n_sources" "$attack_seconds" "$attack_conns"; do
 done
 [ "$n_sources" -le 250 ] || { echo "connections bench: CONN_SOURCES is at most 250 (127.0.0.1 to 127.0.0.250)" >&2; exit 2; }
 read -r -a targets <<<"${CONN_TARGETS:-rempart nginx haproxy}"
-modes=(h1 tls-h1 tls-h2)
-kinds=(rapid-reset continuation ping-flood settings-flood headers-stall)
+read -r -a modes <<<"${CONN_MODES:-h1 tls-h1 tls-h2}"
+read -r -a kinds <<<"${CONN_ATTACKS:-rapid-reset continuation ping-flood settings-flood headers-stall}"
+[ "${kinds[*]}" != none ] || kinds=()
+for m in "${modes[@]}"; do
+  case $m in h1|tls-h1|tls-h2) ;; *) echo "connections bench: CONN_MODES takes h1, tls-h1, tls-h2" >&2; exit 2 ;; esac
+done
 
 log() { printf 'connections bench: %s\n' "$*" >&2; }
 

@@ -11,7 +11,6 @@ use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::http::v2::server::default_h2_options;
-use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::protocols::ALPN;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -51,15 +50,6 @@ pub enum StartError {
     #[error("{0}")]
     Clock(#[from] crate::schedule::clock::ClockError),
 }
-
-/// Client connection buffers: no read buffer below pingora's own (an idle keep-alive
-/// connection then holds no request-sized buffer; pingora's default is 64 KiB per connection),
-/// and pingora's 1460-byte write buffer, which joins a response's head and small body in one
-/// write.
-const CLIENT_BUFFERS: L4BufferSettings = L4BufferSettings {
-    read: Some(0),
-    write: Some(1460),
-};
 
 /// How the process was asked to run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -189,7 +179,8 @@ pub fn run(config: Config, mode: Mode) -> Result<(), StartError> {
     service.set_connection_filter(Arc::new(AcceptFilter::new(runtime.clone())));
     for listener in &listeners {
         service.add_listener(
-            ListenerConfig::tcp(listener.address.to_string()).l4_buffer(CLIENT_BUFFERS),
+            ListenerConfig::tcp(listener.address.to_string())
+                .l4_buffer(crate::proxy::edge::CLIENT_BUFFERS),
         );
     }
     server.add_service(service);

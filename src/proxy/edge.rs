@@ -2,7 +2,8 @@
 //! handling. The connection is counted against the caps from accept, its TLS handshake is
 //! Rempart's own (timed by `server.tls_handshake_timeout`, failures counted, not logged), and
 //! the connection guard watches it from then on; HTTP/1 requests are handed to pingora only
-//! once their head is complete.
+//! once their head is complete. An HTTP/1 connection idle between two requests is parked
+//! without its task (`parking`) and served again from here when its next request comes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,8 +15,10 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, Ser
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::v2;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{Digest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Ssl, Stream};
+use pingora::protocols::l4::stream::{L4BufferSettings, Stream as L4Stream};
+use pingora::protocols::{
+    Digest, GetProxyDigest, GetSocketDigest, GetTimingDigest, SocketDigest, Ssl, Stream,
+};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
@@ -23,12 +26,23 @@ use tokio::io::AsyncWriteExt;
 
 use super::direct::{self, Direct};
 use super::early;
+use super::parking::{self, Kept};
 use super::streams::{self, StreamClient};
 use crate::forwarded::{canonical, RequestIds};
 use crate::proxy::RempartProxy;
 use crate::runtime::Runtime;
-use crate::shield::guard::{self, Guard};
+use crate::shield::connections::ConnectionSlot;
+use crate::shield::guard::{self, Control, Guard, GuardSettings, Wait};
 use crate::telemetry::Metrics;
+
+/// Client connection buffers: no read buffer below pingora's own (an idle keep-alive
+/// connection then holds no request-sized buffer; pingora's default is 64 KiB per connection),
+/// and pingora's 1460-byte write buffer, which joins a response's head and small body in one
+/// write.
+pub const CLIENT_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: Some(1460),
+};
 
 /// A listening address and, for a TLS listener, its acceptor.
 pub struct EdgeListener {
@@ -168,6 +182,185 @@ impl Edge {
         Box::pin(self.proxy.process_new_http(session, shutdown)).await;
     }
 
+    pub(super) fn metrics(&self) -> &Arc<Metrics> {
+        &self.runtime.metrics
+    }
+
+    /// HTTP/1, as pingora's connection loop does it, except that Rempart waits for each
+    /// request's head itself (a small wait, not pingora's whole request state), and parks the
+    /// connection when it stays idle (plain TCP only: a TLS session cannot leave its task).
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_h1(
+        self: &Arc<Self>,
+        mut guard: Box<Guard>,
+        mut control: Arc<Control>,
+        mut held: Held,
+        peer_address: Option<SocketAddr>,
+        tls: bool,
+        settings: GuardSettings,
+        mut first: bool,
+        mut persisted: Option<HttpPersistentSettings>,
+        shutdown: &ShutdownWatch,
+    ) {
+        // Known by its peer address while served, so that a request can end it.
+        let shield_state = self.runtime.shield_state.clone();
+        let register = |control: &Arc<Control>| {
+            peer_address.map(|peer| shield_state.guards.register(peer, control.clone(), false))
+        };
+        let mut registered = register(&control);
+        let mut park = (!tls && peer_address.is_some()).then_some(parking::PARK_AFTER);
+        loop {
+            match guard.wait_request_or_idle(first, shutdown, park).await {
+                Wait::Head => {}
+                Wait::Close => return,
+                Wait::Idle(keepalive_until) => {
+                    let (Some(peer), Ok(stream)) = (peer_address, guard.into_stream()) else {
+                        return;
+                    };
+                    drop(registered);
+                    let kept = Kept {
+                        peer,
+                        keepalive_until,
+                        persisted: persisted.map(Box::new),
+                        held,
+                    };
+                    let Some((socket, kept)) = self.park(stream, kept, shutdown) else {
+                        return;
+                    };
+                    // It could not be parked: it waits on in this task, made again.
+                    (guard, control) = self.guard_again(socket, kept.peer, kept.keepalive_until);
+                    registered = register(&control);
+                    persisted = kept.persisted.map(|p| *p);
+                    held = kept.held;
+                    park = None;
+                    continue;
+                }
+            }
+            first = false;
+            // A banned or limited client is answered from its head, without a pingora session.
+            let early = guard.complete_head().and_then(|head| {
+                early::answer(&self.runtime, &self.request_ids, head, peer_address)
+            });
+            // A plain request (no body, or a small one of known length) is forwarded by the
+            // edge itself, when nothing in it needs pingora's session.
+            let early = match early {
+                Some(early) => Some(early),
+                None if *shutdown.borrow() => None,
+                None => match guard.complete_head().and_then(|head| {
+                    direct::plan(&self.runtime, &self.request_ids, head, peer_address, tls)
+                }) {
+                    Some(Direct::Answer(early)) => Some(early),
+                    Some(Direct::Forward(plan)) => {
+                        guard.answered_head();
+                        // Boxed: a forwarding's state lives while it runs, not in every idle
+                        // connection's future.
+                        let forwarded =
+                            Box::pin(direct::forward(&self.runtime, plan, &mut guard)).await;
+                        if !forwarded {
+                            return;
+                        }
+                        continue;
+                    }
+                    None => None,
+                },
+            };
+            if let Some(early) = early {
+                guard.answered_head();
+                let written = guard.write_all(&early.bytes).await.and(guard.flush().await);
+                if written.is_err() || early.close {
+                    return;
+                }
+                continue;
+            }
+            let served = guard::with_connection(
+                control.clone(),
+                self.serve(guard, persisted.take(), shutdown, settings),
+            )
+            .await;
+            let Some(served) = served else {
+                return;
+            };
+            let (stream, mut next) = served.consume();
+            let Some(back) = guard::from_stream(stream) else {
+                return;
+            };
+            guard = back;
+            if let Some(prefix) = next.as_mut().and_then(|n| n.take_pipelined_prefix()) {
+                guard.unread(&prefix);
+            }
+            persisted = next;
+        }
+    }
+
+    /// Park an idle plain connection (`parking`). None: parked, or closed (its stream was
+    /// not a bare TCP connection); else the socket, which this task goes on serving.
+    fn park(
+        self: &Arc<Self>,
+        stream: Stream,
+        kept: Kept,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(tokio::net::TcpStream, Kept)> {
+        let l4 = stream.into_any().downcast::<L4Stream>().ok()?;
+        let socket = match (*l4).into_idle_tcp().map(|tcp| tcp.into_std()) {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot park an idle connection");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let (socket, kept) = *parking::park(self, shutdown, socket, kept).err()?;
+        match tokio::net::TcpStream::from_std(socket) {
+            Ok(socket) => Some((socket, kept)),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot serve an idle connection on");
+                None
+            }
+        }
+    }
+
+    /// A parked connection with bytes to read (`parking`), served again in a new task.
+    pub(super) async fn resume(
+        self: Arc<Self>,
+        socket: tokio::net::TcpStream,
+        kept: Kept,
+        shutdown: ShutdownWatch,
+    ) {
+        let (guard, control) = self.guard_again(socket, kept.peer, kept.keepalive_until);
+        let settings = guard.settings();
+        self.serve_h1(
+            guard,
+            control,
+            kept.held,
+            Some(kept.peer),
+            false,
+            settings,
+            false,
+            kept.persisted.map(|p| *p),
+            &shutdown,
+        )
+        .await;
+    }
+
+    /// The stream and guard of a connection taken out of them between two requests, made
+    /// again as its listener and `process_new` made them (with the settings in force now).
+    fn guard_again(
+        &self,
+        socket: tokio::net::TcpStream,
+        peer: SocketAddr,
+        keepalive_until: tokio::time::Instant,
+    ) -> (Box<Guard>, Arc<Control>) {
+        let digest = SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(&socket));
+        let _ = digest.peer_addr.set(Some(peer.into()));
+        let mut stream = L4Stream::from(socket);
+        stream.set_buffer(CLIENT_BUFFERS);
+        stream.set_socket_digest(digest);
+        let settings = self.runtime.load().shield.guard;
+        let report: Arc<dyn guard::GuardReport> = self.runtime.metrics.clone();
+        let (guard, control) = Guard::resumed(Box::new(stream), settings, report, keepalive_until);
+        (Box::new(guard), control)
+    }
+
     /// The TLS acceptor of the listener a connection came in on (None: plain HTTP).
     fn acceptor(&self, stream: &Stream) -> Option<Arc<Acceptor>> {
         if self.listeners.iter().all(|l| l.tls.is_none()) {
@@ -186,9 +379,17 @@ impl Edge {
     }
 }
 
-struct ConnectionGuard<'a>(&'a Metrics);
+/// What an open connection holds from accept to close, wherever it waits: its place in the
+/// connection caps and its count among open connections.
+pub struct Held {
+    _slot: Option<ConnectionSlot>,
+    _open: OpenConnection,
+}
 
-impl Drop for ConnectionGuard<'_> {
+/// A connection counted in `rempart_connections_active`.
+struct OpenConnection(Arc<Metrics>);
+
+impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.connections_active.dec();
     }
@@ -210,7 +411,7 @@ impl ServerApp for Edge {
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let _slot = match peer.map(canonical) {
+        let slot = match peer.map(canonical) {
             Some(ip) => {
                 let table = &shield.state.connections;
                 match table.open(shield.client_key(ip), shield.caps(ip)) {
@@ -224,7 +425,10 @@ impl ServerApp for Edge {
             None => None,
         };
         metrics.connections_active.inc();
-        let _open = ConnectionGuard(metrics);
+        let held = Held {
+            _slot: slot,
+            _open: OpenConnection(metrics.clone()),
+        };
         let settings = shield.guard;
         let handshake_timeout = shield.tls_handshake_timeout;
         drop(snapshot);
@@ -262,81 +466,36 @@ impl ServerApp for Edge {
 
         let report: Arc<dyn guard::GuardReport> = metrics.clone();
         // Made in a box at once: a local Guard would keep its room in this (long-lived) future.
-        let (mut guard, control) = {
+        let (guard, control) = {
             let (guard, control) = Guard::new(stream, settings, report);
             (Box::new(guard), control)
         };
-        // Known by its peer address while open, so that a request or a reload can end it.
-        let shield_state = self.runtime.shield_state.clone();
-        let h2 = guard.is_h2();
         let peer_address = stream_peer(&guard);
-        let _registered =
-            peer_address.map(|peer| shield_state.guards.register(peer, control.clone(), h2));
         if guard.is_h2() {
             // HTTP/2: pingora's connection handling, the guard watching its frames; each
-            // stream served by the edge when it can be, by pingora's proxy otherwise.
-            let _ = control;
+            // stream served by the edge when it can be, by pingora's proxy otherwise. Known
+            // by its peer address while open, so that a request or a reload can end it.
+            let shield_state = self.runtime.shield_state.clone();
+            let _registered =
+                peer_address.map(|peer| shield_state.guards.register(peer, control, true));
+            let _held = held;
             // Boxed: the HTTP/2 connection's state is no part of an HTTP/1 connection's future.
             Box::pin(self.serve_h2(guard, peer_address, tls, shutdown)).await;
             return None;
         }
-
-        // HTTP/1, as pingora's connection loop does it, except that Rempart waits for each
-        // request's head itself (a small wait, not pingora's whole request state).
-        let mut persisted: Option<HttpPersistentSettings> = None;
-        let mut first = true;
-        loop {
-            if !guard.wait_request(first, shutdown).await {
-                return None;
-            }
-            first = false;
-            // A banned or limited client is answered from its head, without a pingora session.
-            let early = guard.complete_head().and_then(|head| {
-                early::answer(&self.runtime, &self.request_ids, head, peer_address)
-            });
-            // A plain request (no body, or a small one of known length) is forwarded by the
-            // edge itself, when nothing in it needs pingora's session.
-            let early = match early {
-                Some(early) => Some(early),
-                None if *shutdown.borrow() => None,
-                None => match guard.complete_head().and_then(|head| {
-                    direct::plan(&self.runtime, &self.request_ids, head, peer_address, tls)
-                }) {
-                    Some(Direct::Answer(early)) => Some(early),
-                    Some(Direct::Forward(plan)) => {
-                        guard.answered_head();
-                        // Boxed: a forwarding's state lives while it runs, not in every idle
-                        // connection's future.
-                        let forwarded =
-                            Box::pin(direct::forward(&self.runtime, plan, &mut guard)).await;
-                        if !forwarded {
-                            return None;
-                        }
-                        continue;
-                    }
-                    None => None,
-                },
-            };
-            if let Some(early) = early {
-                guard.answered_head();
-                let written = guard.write_all(&early.bytes).await.and(guard.flush().await);
-                if written.is_err() || early.close {
-                    return None;
-                }
-                continue;
-            }
-            let served = guard::with_connection(
-                control.clone(),
-                self.serve(guard, persisted.take(), shutdown, settings),
-            )
-            .await;
-            let (stream, mut next) = served?.consume();
-            guard = guard::from_stream(stream)?;
-            if let Some(prefix) = next.as_mut().and_then(|n| n.take_pipelined_prefix()) {
-                guard.unread(&prefix);
-            }
-            persisted = next;
-        }
+        self.serve_h1(
+            guard,
+            control,
+            held,
+            peer_address,
+            tls,
+            settings,
+            true,
+            None,
+            shutdown,
+        )
+        .await;
+        None
     }
 
     /// pingora's clean-up would abort the reading of request heads at shutdown; Rempart lets

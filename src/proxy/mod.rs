@@ -6,6 +6,7 @@ mod context;
 mod direct;
 mod early;
 pub mod edge;
+mod parking;
 mod streams;
 
 use classify::{body_fits_replay_buffer, head_bytes, is_tls, outcome_of, reason_of, request_host};

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub responses_generated_total: IntCounterVec,
     pub upstream_requests_total: IntCounterVec,
     pub connections_active: IntGauge,
+    /// Idle keep-alive connections parked without a task (`proxy::parking`).
+    pub connections_parked: IntGauge,
     pub config_generation: IntGauge,
     pub config_reloads_total: IntCounterVec,
     pub upstream_server_up: IntGaugeVec,
@@ -102,6 +104,10 @@ impl Metrics {
         let connections_active = IntGauge::new(
             "rempart_connections_active",
             "Client connections currently open",
+        )?;
+        let connections_parked = IntGauge::new(
+            "rempart_connections_parked",
+            "Idle HTTP/1 keep-alive connections parked until their next request (counted in rempart_connections_active too)",
         )?;
         let config_generation = IntGauge::new(
             "rempart_config_generation",
@@ -229,6 +235,7 @@ impl Metrics {
         registry.register(Box::new(responses_generated_total.clone()))?;
         registry.register(Box::new(upstream_requests_total.clone()))?;
         registry.register(Box::new(connections_active.clone()))?;
+        registry.register(Box::new(connections_parked.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
         registry.register(Box::new(config_reloads_total.clone()))?;
         // Both series exist from the start, so that an alert on errors sees a rise from 0.
@@ -246,6 +253,7 @@ impl Metrics {
             responses_generated_total,
             upstream_requests_total,
             connections_active,
+            connections_parked,
             config_generation,
             config_reloads_total,
             upstream_server_up,

@@ -52,6 +52,18 @@ pub struct GuardSettings {
     pub max_header_bytes: usize,
 }
 
+/// How a wait for an HTTP/1 request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A whole request head is there.
+    Head,
+    /// The connection is to be closed.
+    Close,
+    /// A keep-alive connection stayed idle for the time asked (`wait_request_or_idle`): no
+    /// byte of a new request, nothing buffered. Its keep-alive ends at this instant.
+    Idle(Instant),
+}
+
 /// What the guard writes when it ends a connection, and how far it got.
 struct Closing {
     reason: CloseReason,
@@ -88,16 +100,18 @@ pub struct Guard {
     protocol: Protocol,
     settings: GuardSettings,
     control: Arc<Control>,
-    report: Arc<dyn GuardReport>,
+    /// Where the counts go, and whether a head is counted there.
+    report: Report,
     sleep: Pin<Box<Sleep>>,
     /// When the running deadline expires; None: no deadline.
     deadline: Option<Instant>,
     /// Upgraded connections: the last byte in either direction.
     last_activity: Instant,
-    /// Counted in `heads_in_progress`.
-    head_counted: bool,
     /// A request head was handed to pingora on this connection.
     served: bool,
+    /// The end of the keep-alive wait, while a shorter idle wait runs before it
+    /// (`wait_request_or_idle`), or that a resumed connection still has.
+    keepalive_until: Option<Instant>,
     closing: Option<Closing>,
 }
 
@@ -164,15 +178,53 @@ impl Guard {
             protocol,
             settings,
             control: control.clone(),
-            report,
+            report: Report {
+                to: report,
+                head_counted: false,
+            },
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
             deadline: Some(deadline),
             last_activity: now,
-            head_counted: false,
             served: false,
+            keepalive_until: None,
             closing: None,
         };
         (guard, control)
+    }
+
+    /// Guard a keep-alive connection again, between two requests, after it was parked idle
+    /// (`into_stream`): its next wait is for a request after one already served, until its
+    /// keep-alive ends at `keepalive_until`.
+    pub fn resumed(
+        inner: Stream,
+        settings: GuardSettings,
+        report: Arc<dyn GuardReport>,
+        keepalive_until: Instant,
+    ) -> (Guard, Arc<Control>) {
+        let (mut guard, control) = Self::with_protocol(inner, false, settings, report);
+        guard.served = true;
+        guard.keepalive_until = Some(keepalive_until);
+        (guard, control)
+    }
+
+    /// The stream of an idle HTTP/1 keep-alive connection (after `Wait::Idle`), out of its
+    /// guard; the guard back if anything of a request is there.
+    pub fn into_stream(self: Box<Self>) -> Result<Stream, Box<Self>> {
+        match &self.protocol {
+            Protocol::H1 { stash, scanner, .. }
+                if stash.is_empty()
+                    && scanner.bytes() == 0
+                    && self.closing.is_none()
+                    && !self.report.head_counted => {}
+            _ => return Err(self),
+        }
+        let guard = *self;
+        Ok(guard.inner)
+    }
+
+    /// The limits this guard enforces.
+    pub fn settings(&self) -> GuardSettings {
+        self.settings
     }
 
     /// Whether this is an HTTP/2 connection.
@@ -195,10 +247,11 @@ impl Guard {
     }
 
     fn count_head(&mut self, on: bool) {
-        if on != self.head_counted {
-            self.head_counted = on;
+        if on != self.report.head_counted {
+            self.report.head_counted = on;
             let delta = if on { 1 } else { -1 };
             self.report
+                .to
                 .heads_in_progress()
                 .fetch_add(delta, Ordering::AcqRel);
         }
@@ -210,7 +263,7 @@ impl Guard {
             return;
         }
         self.count_head(false);
-        self.report.closed(reason);
+        self.report.to.closed(reason);
         let out = match (&self.protocol, reason) {
             (
                 Protocol::H1 {
@@ -218,11 +271,11 @@ impl Guard {
                 },
                 CloseReason::HeaderTimeout,
             ) if scanner.bytes() > 0 && !*delivered => {
-                self.report.answered(reason);
+                self.report.to.answered(reason);
                 ANSWER_408.to_vec()
             }
             (Protocol::H1 { delivered, .. }, CloseReason::HeadersTooLarge) if !*delivered => {
-                self.report.answered(reason);
+                self.report.to.answered(reason);
                 ANSWER_431.to_vec()
             }
             (Protocol::H2 { reader, .. }, reason) => {
@@ -328,6 +381,18 @@ impl Guard {
         first: bool,
         draining: &tokio::sync::watch::Receiver<bool>,
     ) -> bool {
+        self.wait_request_or_idle(first, draining, None).await == Wait::Head
+    }
+
+    /// `wait_request`, except that a keep-alive connection (not `first`) that stays idle for
+    /// `idle`, with no byte of a new request, ends the wait as `Wait::Idle` (its keep-alive
+    /// deadline not passed yet).
+    pub async fn wait_request_or_idle(
+        &mut self,
+        first: bool,
+        draining: &tokio::sync::watch::Receiver<bool>,
+        idle: Option<Duration>,
+    ) -> Wait {
         if !first {
             self.control.phase.store(HEAD, Ordering::Release);
             let mut leftover = false;
@@ -344,9 +409,20 @@ impl Guard {
                 // Bytes of the next request read with the previous one stay, and are scanned.
                 leftover = !stash.is_empty();
             }
-            self.set_deadline(Some(Instant::now() + self.settings.keepalive_timeout));
+            let now = Instant::now();
+            let until = self
+                .keepalive_until
+                .take()
+                .unwrap_or(now + self.settings.keepalive_timeout);
+            match idle.map(|idle| now + idle) {
+                Some(idle_at) if idle_at < until && !leftover => {
+                    self.keepalive_until = Some(until);
+                    self.set_deadline(Some(idle_at));
+                }
+                _ => self.set_deadline(Some(until)),
+            }
             if leftover && !self.scan_from(0) {
-                return false;
+                return Wait::Close;
             }
         }
         let mut draining = draining.clone();
@@ -357,7 +433,7 @@ impl Guard {
                 ready = outcome => return ready,
                 changed = draining.changed(), if !drain_now => {
                     if changed.is_err() {
-                        return false;
+                        return Wait::Close;
                     }
                 }
             }
@@ -427,6 +503,8 @@ impl Guard {
         let bytes = scanner.bytes();
         if was_empty && bytes > 0 {
             self.count_head(true);
+            // A head under way: no idle end to the wait any more.
+            self.keepalive_until = None;
             // After a keep-alive wait, the head has its own deadline from its first byte;
             // the first head's deadline started at accept.
             if self.served {
@@ -458,10 +536,10 @@ impl Guard {
     }
 
     /// Poll until the stash holds a whole head.
-    fn poll_head(&mut self, cx: &mut Context<'_>, draining: bool) -> Poll<bool> {
+    fn poll_head(&mut self, cx: &mut Context<'_>, draining: bool) -> Poll<Wait> {
         loop {
             if self.closing.is_some() {
-                return self.poll_closing(cx).map(|()| false);
+                return self.poll_closing(cx).map(|()| Wait::Close);
             }
             self.take_kill();
             if self.closing.is_some() {
@@ -471,15 +549,31 @@ impl Guard {
                 Protocol::H1 {
                     complete, scanner, ..
                 } => (*complete, scanner.bytes() > 0),
-                Protocol::H2 { .. } => return Poll::Ready(true),
+                Protocol::H2 { .. } => return Poll::Ready(Wait::Head),
             };
             if complete {
-                return Poll::Ready(true);
+                return Poll::Ready(Wait::Head);
             }
             if draining && !started {
                 if self.served {
-                    // An idle keep-alive connection: closed, its client opens another.
-                    return Poll::Ready(false);
+                    // An idle keep-alive connection: closed, its client opens another; unless
+                    // its next request is in the socket already (sent before the drain, or
+                    // read only now by a connection served again after a park): that head
+                    // is under way, and finishes.
+                    let before = match &self.protocol {
+                        Protocol::H1 { stash, .. } => stash.len(),
+                        Protocol::H2 { .. } => 0,
+                    };
+                    match self.read_into_stash(cx) {
+                        Poll::Ready(Ok(n)) if n > 0 => {
+                            self.scan_from(before);
+                            continue;
+                        }
+                        _ => {
+                            self.count_head(false);
+                            return Poll::Ready(Wait::Close);
+                        }
+                    }
                 }
                 // A connection accepted before the drain whose first request has not been read:
                 // it is on its way, often already in the socket. Closing now would reset the
@@ -493,6 +587,11 @@ impl Guard {
             }
             self.control.waker.register(cx.waker());
             if self.deadline_passed(cx) {
+                if let (false, Some(until)) = (started, self.keepalive_until.take()) {
+                    // The idle time asked passed, not the keep-alive.
+                    self.deadline = None;
+                    return Poll::Ready(Wait::Idle(until));
+                }
                 // A head under way gets a 408; a connection that sent nothing is closed without
                 // a word (as NGINX does), counted as a header timeout when it never sent a
                 // request, else as the end of a keep-alive wait.
@@ -512,12 +611,12 @@ impl Guard {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(_)) => {
                     self.count_head(false);
-                    return Poll::Ready(false);
+                    return Poll::Ready(Wait::Close);
                 }
                 Poll::Ready(Ok(0)) => {
                     // The client closed the connection.
                     self.count_head(false);
-                    return Poll::Ready(false);
+                    return Poll::Ready(Wait::Close);
                 }
                 Poll::Ready(Ok(_)) => {
                     if !self.scan_from(before) {
@@ -568,8 +667,8 @@ impl Guard {
                 // for it here, whole, then hand it over.
                 match self.poll_head(cx, false) {
                     Poll::Pending => Poll::Pending,
-                    Poll::Ready(false) => self.closed_read(),
-                    Poll::Ready(true) => self.poll_read_h1(cx, buf),
+                    Poll::Ready(Wait::Head) => self.poll_read_h1(cx, buf),
+                    Poll::Ready(Wait::Close | Wait::Idle(_)) => self.closed_read(),
                 }
             }
             UPGRADED => {
@@ -750,9 +849,19 @@ impl Guard {
     }
 }
 
-impl Drop for Guard {
+/// Where a guard's counts go, and whether a head of its connection is counted in
+/// `heads_in_progress` (no longer once the guard is gone).
+struct Report {
+    to: Arc<dyn GuardReport>,
+    /// Counted in `heads_in_progress`.
+    head_counted: bool,
+}
+
+impl Drop for Report {
     fn drop(&mut self) {
-        self.count_head(false);
+        if self.head_counted {
+            self.to.heads_in_progress().fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
