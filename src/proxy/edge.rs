@@ -214,8 +214,18 @@ impl Edge {
                 Wait::Head => {}
                 Wait::Close => return,
                 Wait::Idle(keepalive_until) => {
-                    let (Some(peer), Ok(stream)) = (peer_address, guard.into_stream()) else {
+                    // (Parking is asked only with a peer address.)
+                    let Some(peer) = peer_address else {
                         return;
+                    };
+                    let stream = match guard.into_stream() {
+                        Ok(stream) => stream,
+                        Err(back) => {
+                            // Something of a request is there after all: it waits on here.
+                            guard = back;
+                            park = None;
+                            continue;
+                        }
                     };
                     drop(registered);
                     let kept = Kept {
@@ -224,11 +234,11 @@ impl Edge {
                         persisted: persisted.map(Box::new),
                         held,
                     };
-                    let Some((socket, kept)) = self.park(stream, kept, shutdown) else {
+                    let Some((stream, kept)) = self.park(stream, kept, shutdown) else {
                         return;
                     };
-                    // It could not be parked: it waits on in this task, made again.
-                    (guard, control) = self.guard_again(socket, kept.peer, kept.keepalive_until);
+                    // It could not be parked: it waits on in this task, guarded again.
+                    (guard, control) = self.guard_stream(stream, kept.keepalive_until);
                     registered = register(&control);
                     persisted = kept.persisted.map(|p| *p);
                     held = kept.held;
@@ -292,26 +302,36 @@ impl Edge {
         }
     }
 
-    /// Park an idle plain connection (`parking`). None: parked, or closed (its stream was
-    /// not a bare TCP connection); else the socket, which this task goes on serving.
+    /// Park an idle plain connection (`parking`). None: parked (or its socket failed); else
+    /// the stream, which this task goes on serving (something was left in its buffers, or the
+    /// worker's table refused it).
     fn park(
         self: &Arc<Self>,
         stream: Stream,
         kept: Kept,
         shutdown: &ShutdownWatch,
-    ) -> Option<(tokio::net::TcpStream, Kept)> {
-        let l4 = stream.into_any().downcast::<L4Stream>().ok()?;
-        let socket = match (*l4).into_idle_tcp().map(|tcp| tcp.into_std()) {
-            Ok(Ok(socket)) => socket,
-            Ok(Err(e)) => {
+    ) -> Option<(Stream, Kept)> {
+        let l4 = match stream.into_any().downcast::<L4Stream>() {
+            Ok(l4) => l4,
+            Err(_) => {
+                tracing::error!("a plain listener's connection is not a TCP stream");
+                return None;
+            }
+        };
+        let socket = match (*l4).into_idle_tcp() {
+            Ok(tcp) => tcp.into_std(),
+            Err(l4) => return Some((Box::new(l4), kept)),
+        };
+        let socket = match socket {
+            Ok(socket) => socket,
+            Err(e) => {
                 tracing::debug!(error = %e, "cannot park an idle connection");
                 return None;
             }
-            Err(_) => return None,
         };
         let (socket, kept) = *parking::park(self, shutdown, socket, kept).err()?;
         match tokio::net::TcpStream::from_std(socket) {
-            Ok(socket) => Some((socket, kept)),
+            Ok(socket) => Some((self.stream_again(socket, kept.peer), kept)),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot serve an idle connection on");
                 None
@@ -326,7 +346,8 @@ impl Edge {
         kept: Kept,
         shutdown: ShutdownWatch,
     ) {
-        let (guard, control) = self.guard_again(socket, kept.peer, kept.keepalive_until);
+        let stream = self.stream_again(socket, kept.peer);
+        let (guard, control) = self.guard_stream(stream, kept.keepalive_until);
         let settings = guard.settings();
         self.serve_h1(
             guard,
@@ -342,22 +363,27 @@ impl Edge {
         .await;
     }
 
-    /// The stream and guard of a connection taken out of them between two requests, made
-    /// again as its listener and `process_new` made them (with the settings in force now).
-    fn guard_again(
-        &self,
-        socket: tokio::net::TcpStream,
-        peer: SocketAddr,
-        keepalive_until: tokio::time::Instant,
-    ) -> (Box<Guard>, Arc<Control>) {
+    /// The stream of a connection taken out of it between two requests, made again as its
+    /// listener made it.
+    fn stream_again(&self, socket: tokio::net::TcpStream, peer: SocketAddr) -> Stream {
         let digest = SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(&socket));
         let _ = digest.peer_addr.set(Some(peer.into()));
         let mut stream = L4Stream::from(socket);
         stream.set_buffer(CLIENT_BUFFERS);
         stream.set_socket_digest(digest);
+        Box::new(stream)
+    }
+
+    /// The guard of a connection between two requests, as `process_new` made it (with the
+    /// settings in force now), its keep-alive ending at `keepalive_until`.
+    fn guard_stream(
+        &self,
+        stream: Stream,
+        keepalive_until: tokio::time::Instant,
+    ) -> (Box<Guard>, Arc<Control>) {
         let settings = self.runtime.load().shield.guard;
         let report: Arc<dyn guard::GuardReport> = self.runtime.metrics.clone();
-        let (guard, control) = Guard::resumed(Box::new(stream), settings, report, keepalive_until);
+        let (guard, control) = Guard::resumed(stream, settings, report, keepalive_until);
         (Box::new(guard), control)
     }
 

@@ -216,6 +216,9 @@ async fn watch(mut poll: AsyncFd<mio::Poll>, edge: Arc<Edge>, mut shutdown: Shut
                     }
                     resume_ready(&events, &mut woken, &edge, &shutdown);
                 }
+                drop(ready);
+                // Let the connections just woken run before more events are taken.
+                tokio::task::yield_now().await;
             }
             Some(parked) = expired => {
                 edge.metrics().closed(CloseReason::KeepaliveTimeout);
@@ -231,12 +234,13 @@ async fn watch(mut poll: AsyncFd<mio::Poll>, edge: Arc<Edge>, mut shutdown: Shut
     // Shutting down (or the set failed): none parked again. Those whose next request is in
     // their socket already are served (their answer closes them), the others closed.
     if !failed {
-        events.clear();
-        if poll
-            .get_mut()
-            .poll(&mut events, Some(Duration::ZERO))
-            .is_ok()
-        {
+        let rounds = with_lot(|lot| lot.parked.len() / EVENTS + 1).unwrap_or(1);
+        for _ in 0..rounds {
+            events.clear();
+            let polled = poll.get_mut().poll(&mut events, Some(Duration::ZERO));
+            if polled.is_err() || events.is_empty() {
+                break;
+            }
             resume_ready(&events, &mut woken, &edge, &shutdown);
         }
     }

@@ -567,6 +567,11 @@ impl Guard {
                     match self.read_into_stash(cx) {
                         Poll::Ready(Ok(n)) if n > 0 => {
                             self.scan_from(before);
+                            // As a first head at a drain: a moment, not a whole head deadline.
+                            let limit = Instant::now() + FIRST_HEAD_DRAIN_WAIT;
+                            if self.deadline.is_none_or(|at| at > limit) {
+                                self.set_deadline(Some(limit));
+                            }
                             continue;
                         }
                         _ => {
