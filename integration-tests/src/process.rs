@@ -677,6 +677,16 @@ impl Rempart {
         self.admin_call("GET", path)
     }
 
+    /// The value of the first `/metrics` line that starts with `line_start` (a series with
+    /// its labels and the space after them, e.g. `"rempart_connections_active "`).
+    pub fn metric(&self, line_start: &str) -> Option<f64> {
+        let (_, text) = self.admin("/metrics");
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
     /// `POST` on the admin API: (status, body).
     pub fn admin_post(&self, path: &str) -> (u16, String) {
         self.admin_call("POST", path)

@@ -18,11 +18,7 @@ const PARKED: &str = "rempart_connections_parked ";
 const ACTIVE: &str = "rempart_connections_active ";
 
 fn metric(s: &Stack, line_start: &str) -> Option<f64> {
-    let (_, text) = s.rempart.admin("/metrics");
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    s.rempart.metric(line_start)
 }
 
 /// Wait (at most 10 s) until `series` reads `n`; what it read last otherwise.

@@ -26,11 +26,7 @@ fn client_from(ip: &str) -> reqwest::Client {
 }
 
 fn metric(s: &Stack, line_start: &str) -> Option<f64> {
-    let (_, text) = s.rempart.admin("/metrics");
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    s.rempart.metric(line_start)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
