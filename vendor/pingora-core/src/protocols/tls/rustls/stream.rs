@@ -38,8 +38,10 @@ use x509_parser::nom::AsBytes;
 #[derive(Debug)]
 pub struct InnerStream<T> {
     pub(crate) stream: Option<RusTlsStream<T>>,
-    connect: NoDebug<Option<Connect<T>>>,
-    accept: NoDebug<Option<Accept<T>>>,
+    // [Rempart patch 10] Boxed: each handshake holds a whole TLS stream (its socket and rustls
+    // connection, 1.5 KiB), and both stayed in every connection's room for its whole life.
+    connect: NoDebug<Option<Box<Connect<T>>>>,
+    accept: NoDebug<Option<Box<Accept<T>>>>,
 }
 
 /// The TLS connection
@@ -195,7 +197,17 @@ where
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<IoResult<()>> {
-        Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_read(cx, buf)
+        let stream = self.tls.stream.as_mut().unwrap();
+        let read = Pin::new(&mut *stream).poll_read(cx, buf);
+        if read.is_pending() {
+            // [Rempart patch 9] The socket has nothing more now: the connection may be idle
+            // for long, and keeps no buffer of received TLS bytes while it is (rustls patch 9).
+            match stream {
+                RusTlsStream::Server(s) => s.get_mut().1.release_read_buffer(),
+                RusTlsStream::Client(s) => s.get_mut().1.release_read_buffer(),
+            }
+        }
+        read
     }
 }
 
@@ -273,7 +285,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> InnerStream<T> {
         let connect = connector.connect(server.to_owned(), stream);
         Ok(InnerStream {
             accept: None.into(),
-            connect: Some(connect).into(),
+            connect: Some(Box::new(connect)).into(),
             stream: None,
         })
     }
@@ -282,7 +294,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> InnerStream<T> {
         let accept = acceptor.acceptor.accept(stream);
 
         Ok(InnerStream {
-            accept: Some(accept).into(),
+            accept: Some(Box::new(accept)).into(),
             connect: None.into(),
             stream: None,
         })
