@@ -40,6 +40,9 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// How many reasons there are (`UpstreamDown` is the last): `reason as usize` is below.
+    pub const COUNT: usize = Reason::UpstreamDown as usize + 1;
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Malformed => "malformed_request",
@@ -142,6 +145,33 @@ pub enum Page {
     Builtin(Builtin),
 }
 
+/// An answer's body: bytes made already, or its plain text, written where it goes.
+enum Content {
+    Bytes(Bytes),
+    Text,
+}
+
+/// A header name as pingora writes it on HTTP/1 (`pingora_http`'s case for names given as
+/// `HeaderName`): title case for the few it knows, as is for the others.
+fn wire_name(name: &HeaderName) -> &str {
+    use http::header;
+    match *name {
+        header::ACCEPT_RANGES => "Accept-Ranges",
+        header::AGE => "Age",
+        header::CACHE_CONTROL => "Cache-Control",
+        header::CONNECTION => "Connection",
+        header::CONTENT_TYPE => "Content-Type",
+        header::CONTENT_ENCODING => "Content-Encoding",
+        header::CONTENT_LENGTH => "Content-Length",
+        header::DATE => "Date",
+        header::TRANSFER_ENCODING => "Transfer-Encoding",
+        header::HOST => "Host",
+        header::SERVER => "Server",
+        header::SET_COOKIE => "Set-Cookie",
+        _ => name.as_str(),
+    }
+}
+
 /// A complete answer: reason, optional details for the body, extra headers, optional page.
 pub struct Answer {
     pub reason: Reason,
@@ -178,6 +208,66 @@ impl Answer {
         self
     }
 
+    /// What the answer says to a client whose `Accept` header is `accept` and whose
+    /// `Accept-Language` is `accept_language`: its content type, its body, and the language of
+    /// a built-in page.
+    fn content(
+        &self,
+        accept: Option<&[u8]>,
+        accept_language: Option<&[u8]>,
+    ) -> (&'static str, Content, Option<Lang>) {
+        let json = accept.is_some_and(prefers_json);
+        if let (true, Some(value)) = (json, &self.json) {
+            let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+            return ("application/json", Content::Bytes(body), None);
+        }
+        if json {
+            let mut value = serde_json::json!({
+                "status": self.reason.status(),
+                "reason": self.reason.as_str(),
+                "message": self.reason.message(),
+            });
+            if let (Some(detail), Some(map)) = (&self.detail, value.as_object_mut()) {
+                map.insert("detail".into(), serde_json::Value::from(detail.as_str()));
+            }
+            let body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+            return ("application/json", Content::Bytes(body), None);
+        }
+        match &self.page {
+            Some(Page::Configured(html)) => (
+                "text/html; charset=utf-8",
+                Content::Bytes(Bytes::from(html.to_string())),
+                None,
+            ),
+            Some(Page::Builtin(builtin)) => {
+                let lang = Lang::from_accept_language(accept_language);
+                let body = Bytes::from(builtin.render(lang));
+                ("text/html; charset=utf-8", Content::Bytes(body), Some(lang))
+            }
+            None => ("text/plain; charset=utf-8", Content::Text, None),
+        }
+    }
+
+    /// The plain text body's length: `status reason[: detail]`, then the message.
+    fn text_len(&self) -> usize {
+        let detail = self.detail.as_ref().map_or(0, |d| 2 + d.len());
+        3 + 1 + self.reason.as_str().len() + detail + 1 + self.reason.message().len() + 1
+    }
+
+    /// The plain text body, into `out`.
+    fn write_text(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(itoa::Buffer::new().format(self.reason.status()).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.reason.as_str().as_bytes());
+        if let Some(detail) = &self.detail {
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(detail.as_bytes());
+        }
+        out.push(b'\n');
+        out.extend_from_slice(self.reason.message().as_bytes());
+        out.push(b'\n');
+    }
+
     /// Build the response head and body for a client whose `Accept` header is `accept` and
     /// whose `Accept-Language` is `accept_language`.
     pub fn render(
@@ -186,51 +276,14 @@ impl Answer {
         accept_language: Option<&[u8]>,
     ) -> Result<(ResponseHeader, Bytes)> {
         let status = self.reason.status();
-        let json = accept.is_some_and(prefers_json);
-        let mut builtin_lang = None;
-        let (content_type, body) = if let (true, Some(value)) = (json, &self.json) {
-            (
-                "application/json",
-                Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
-            )
-        } else if json {
-            let mut value = serde_json::json!({
-                "status": status,
-                "reason": self.reason.as_str(),
-                "message": self.reason.message(),
-            });
-            if let (Some(detail), Some(map)) = (&self.detail, value.as_object_mut()) {
-                map.insert("detail".into(), serde_json::Value::from(detail.as_str()));
+        let (content_type, content, builtin_lang) = self.content(accept, accept_language);
+        let body = match content {
+            Content::Bytes(body) => body,
+            Content::Text => {
+                let mut text = Vec::with_capacity(self.text_len());
+                self.write_text(&mut text);
+                Bytes::from(text)
             }
-            (
-                "application/json",
-                Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
-            )
-        } else if let Some(page) = &self.page {
-            let html = match page {
-                Page::Configured(html) => html.to_string(),
-                Page::Builtin(builtin) => {
-                    let lang = Lang::from_accept_language(accept_language);
-                    builtin_lang = Some(lang);
-                    builtin.render(lang)
-                }
-            };
-            ("text/html; charset=utf-8", Bytes::from(html))
-        } else {
-            let text = match &self.detail {
-                Some(detail) => format!(
-                    "{status} {}: {}\n{}\n",
-                    self.reason.as_str(),
-                    detail,
-                    self.reason.message()
-                ),
-                None => format!(
-                    "{status} {}\n{}\n",
-                    self.reason.as_str(),
-                    self.reason.message()
-                ),
-            };
-            ("text/plain; charset=utf-8", Bytes::from(text))
         };
         let mut head = ResponseHeader::build(status, Some(6))?;
         head.insert_header(http::header::CONTENT_TYPE, content_type)?;
@@ -250,6 +303,77 @@ impl Answer {
             head.append_header(name.clone(), value.clone())?;
         }
         Ok((head, body))
+    }
+
+    /// The answer as it goes on the wire to an HTTP/1.1 client, into `out`: the head
+    /// [`Answer::render`] builds (the same headers, in the same order and case, as pingora
+    /// writes them), then `Date` and, unless the answer closes, `Connection: keep-alive`; the
+    /// body unless `head_only` (a HEAD). Written straight, without a header map: refusals
+    /// under a flood take this path. Returns the status.
+    pub fn write_h1(
+        &self,
+        head_only: bool,
+        accept: Option<&[u8]>,
+        accept_language: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> u16 {
+        let status = self.reason.status();
+        let (content_type, content, builtin_lang) = self.content(accept, accept_language);
+        let body_len = match &content {
+            Content::Bytes(body) => body.len(),
+            Content::Text => self.text_len(),
+        };
+        let mut number = itoa::Buffer::new();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(number.format(status).as_bytes());
+        out.push(b' ');
+        let canonical = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason());
+        out.extend_from_slice(canonical.unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        out.extend_from_slice(number.format(body_len).as_bytes());
+        out.extend_from_slice(b"\r\nCache-Control: no-store\r\n");
+        if let Some(seconds) = self.retry_after {
+            out.extend_from_slice(b"retry-after: ");
+            out.extend_from_slice(number.format(seconds).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(lang) = builtin_lang {
+            out.extend_from_slice(b"content-security-policy: ");
+            out.extend_from_slice(pages::CSP.as_bytes());
+            out.extend_from_slice(b"\r\ncontent-language: ");
+            out.extend_from_slice(lang.code().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let mut closes = false;
+        if self.close {
+            out.extend_from_slice(b"Connection: close\r\n");
+            closes = true;
+        }
+        for (name, value) in &self.headers {
+            out.extend_from_slice(wire_name(name).as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            closes |= *name == http::header::CONNECTION;
+        }
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if !closes {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if !head_only {
+            match content {
+                Content::Bytes(body) => out.extend_from_slice(&body),
+                Content::Text => self.write_text(out),
+            }
+        }
+        status
     }
 
     /// Write the answer to the client. The caller counts and logs it.
@@ -303,6 +427,108 @@ pub fn prefers_json(accept: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What pingora writes for the head `render` builds, with the `Date` and keep-alive lines
+    /// the edge adds: what `write_h1` must write.
+    fn through_pingora(
+        answer: &Answer,
+        head_only: bool,
+        accept: Option<&[u8]>,
+        lang: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let (head, body) = answer.render(accept, lang).unwrap();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(b"HTTP/1.1 ");
+        bytes.extend_from_slice(head.status.as_str().as_bytes());
+        bytes.push(b' ');
+        bytes.extend_from_slice(head.status.canonical_reason().unwrap_or("").as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        head.header_to_h1_wire(&mut bytes);
+        bytes.extend_from_slice(b"Date: ");
+        bytes.extend_from_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        if !head.headers.contains_key(http::header::CONNECTION) {
+            bytes.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        bytes.extend_from_slice(b"\r\n");
+        if !head_only {
+            bytes.extend_from_slice(&body);
+        }
+        bytes
+    }
+
+    #[test]
+    fn the_wire_form_is_what_pingora_writes_for_the_rendered_head() {
+        let mut answers = Vec::new();
+        for reason in [
+            Reason::Malformed,
+            Reason::Banned,
+            Reason::RateLimited,
+            Reason::QueueFull,
+            Reason::Maintenance,
+            Reason::UpstreamDown,
+        ] {
+            answers.push(Answer::new(reason));
+        }
+        let mut limited = Answer::new(Reason::RateLimited).detail("flood");
+        limited.retry_after = Some(7);
+        limited.headers.push((
+            HeaderName::from_static("ratelimit-policy"),
+            HeaderValue::from_static("\"flood\";q=1;w=1"),
+        ));
+        limited
+            .headers
+            .push((http::header::SET_COOKIE, HeaderValue::from_static("a=b")));
+        answers.push(limited);
+        let mut closing = Answer::new(Reason::Banned).detail("ban");
+        closing.close = true;
+        answers.push(closing);
+        let mut own_connection = Answer::new(Reason::Denied);
+        own_connection
+            .headers
+            .push((http::header::CONNECTION, HeaderValue::from_static("close")));
+        answers.push(own_connection);
+        let mut json = Answer::new(Reason::WaitingRoom);
+        json.json = Some(serde_json::json!({"position": 3}));
+        json.page = Some(Page::Configured(Arc::from("<p>attendez</p>")));
+        answers.push(json);
+        let mut page = Answer::new(Reason::Maintenance);
+        page.page = Some(Page::Builtin(Builtin::Maintenance { retry_after: 30 }));
+        answers.push(page);
+
+        let accepts: [Option<&[u8]>; 3] = [None, Some(b"application/json"), Some(b"text/html")];
+        let langs: [Option<&[u8]>; 3] = [None, Some(b"fr"), Some(b"en-GB,en;q=0.9")];
+        for answer in &answers {
+            for accept in accepts {
+                for lang in langs {
+                    for head_only in [false, true] {
+                        let mut written = Vec::new();
+                        let status = answer.write_h1(head_only, accept, lang, &mut written);
+                        let expected = through_pingora(answer, head_only, accept, lang);
+                        // The cached date may turn over between the two: its line is
+                        // compared for its place, not its time.
+                        let undated = |bytes: &[u8]| {
+                            let text = String::from_utf8_lossy(bytes).into_owned();
+                            match (text.find("\r\nDate: "), text.find(" GMT\r\n")) {
+                                (Some(from), Some(to)) => {
+                                    format!("{}\r\nDate: *{}", &text[..from], &text[to + 4..])
+                                }
+                                _ => text,
+                            }
+                        };
+                        assert_eq!(
+                            undated(&written),
+                            undated(&expected),
+                            "{:?} {:?}, accept {accept:?}, language {lang:?}",
+                            answer.reason,
+                            answer.detail
+                        );
+                        assert_eq!(status, answer.reason.status());
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn json_preference() {

@@ -359,8 +359,7 @@ pub fn plan(
     {
         // A body left unread closes the connection.
         answer.close |= !keep_alive || body_len > 0;
-        let (bytes, status, close) = early::wire_or_bare(&answer, &method, accept, accept_language);
-        answer.close = close;
+        let (bytes, status) = early::wire(&answer, &method, accept, accept_language);
         let trusted_id =
             request_id.filter(|id| peer_trusted && forwarded::acceptable_request_id(id));
         early::account(
@@ -1539,20 +1538,12 @@ where
     C: AsyncWrite + Unpin,
 {
     answer.close = close;
-    runtime
-        .metrics
-        .responses_generated_total
-        .with_label_values(&[answer.reason.as_str()])
-        .inc();
+    runtime.metrics.count_generated(answer.reason);
     let part = |range: &Option<Range<usize>>| range.clone().and_then(|r| plan.wire.get(r));
     let accept = part(&plan.accept);
     let accept_language = part(&plan.accept_language);
-    let mut status = answer.reason.status();
-    let mut delivered = false;
-    if let Some((bytes, written)) = early::wire(&answer, &plan.method, accept, accept_language) {
-        status = written;
-        delivered = client.write_all(&bytes).await.is_ok() && client.flush().await.is_ok();
-    }
+    let (bytes, status) = early::wire(&answer, &plan.method, accept, accept_language);
+    let delivered = client.write_all(&bytes).await.is_ok() && client.flush().await.is_ok();
     let ending = Ending {
         status,
         reason: Some(answer.reason),

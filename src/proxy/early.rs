@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::BufMut;
 use http::Method;
 
 use super::classify::host_of;
@@ -131,13 +130,12 @@ pub fn answer(
     };
     let has_body = parsed.content_length.is_some_and(|len| len > 0);
     answer.close = has_body || parsed.wants_close || runtime.is_draining();
-    let (bytes, status, close) = wire_or_bare(
+    let (bytes, status) = wire(
         &answer,
         &parsed.method,
         parsed.accept,
         parsed.accept_language,
     );
-    answer.close = close;
 
     account(
         runtime,
@@ -185,57 +183,17 @@ pub(super) fn parse_head<'h, 'b>(
     Some(request)
 }
 
-/// [`wire`], or when the answer cannot be rendered (it always can: its headers are Rempart's),
-/// its bare status line and an empty body, closing; and whether the connection closes after
-/// it. For answers decided after the shield
-/// counted them, which must go out rather than to pingora (that would count them twice).
-pub(super) fn wire_or_bare(
-    answer: &Answer,
-    method: &Method,
-    accept: Option<&[u8]>,
-    accept_language: Option<&[u8]>,
-) -> (Vec<u8>, u16, bool) {
-    if let Some((bytes, status)) = wire(answer, method, accept, accept_language) {
-        return (bytes, status, answer.close);
-    }
-    {
-        let status = answer.reason.status();
-        let mut bytes = Vec::with_capacity(96);
-        bytes.extend_from_slice(b"HTTP/1.1 ");
-        bytes.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
-        bytes.extend_from_slice(b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        (bytes, status, true)
-    }
-}
-
 /// An answer of Rempart's as it goes on the wire to an HTTP/1.1 client, head and body (no body
-/// to a HEAD), with its status; None if it cannot be rendered.
+/// to a HEAD), with its status ([`Answer::write_h1`]).
 pub(super) fn wire(
     answer: &Answer,
     method: &Method,
     accept: Option<&[u8]>,
     accept_language: Option<&[u8]>,
-) -> Option<(Vec<u8>, u16)> {
-    let (head_out, body) = answer.render(accept, accept_language).ok()?;
-    let mut bytes = Vec::with_capacity(256 + body.len());
-    let status = head_out.status;
-    bytes.extend_from_slice(b"HTTP/1.1 ");
-    bytes.extend_from_slice(status.as_str().as_bytes());
-    bytes.push(b' ');
-    bytes.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    bytes.extend_from_slice(b"\r\n");
-    head_out.header_to_h1_wire(&mut bytes);
-    bytes.put_slice(b"Date: ");
-    bytes.put_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
-    bytes.put_slice(b"\r\n");
-    if !head_out.headers.contains_key(http::header::CONNECTION) {
-        bytes.put_slice(b"Connection: keep-alive\r\n");
-    }
-    bytes.put_slice(b"\r\n");
-    if *method != Method::HEAD {
-        bytes.extend_from_slice(&body);
-    }
-    Some((bytes, status.as_u16()))
+) -> (Vec<u8>, u16) {
+    let mut bytes = Vec::with_capacity(384);
+    let status = answer.write_h1(*method == Method::HEAD, accept, accept_language, &mut bytes);
+    (bytes, status)
 }
 
 /// The request's parts the answer needs; None when this reader leaves the request to pingora.
@@ -314,10 +272,7 @@ pub(super) fn account(
     logged: Logged<'_>,
 ) {
     let metrics = &runtime.metrics;
-    metrics
-        .responses_generated_total
-        .with_label_values(&[logged.reason.as_str()])
-        .inc();
+    metrics.count_generated(logged.reason);
     metrics.requests_answered.fetch_add(1, Ordering::Relaxed);
     let elapsed: Duration = logged.started.elapsed();
     let compiled = snapshot.routes.get(route);

@@ -67,11 +67,7 @@ impl RempartProxy {
         if has_body && !session.is_body_done() {
             answer.close = true;
         }
-        self.runtime
-            .metrics
-            .responses_generated_total
-            .with_label_values(&[answer.reason.as_str()])
-            .inc();
+        self.runtime.metrics.count_generated(answer.reason);
         if let Err(e) = answer.send(session).await {
             tracing::debug!(error = %e, "could not write an answer to the client");
         }

@@ -852,9 +852,7 @@ impl guard::GuardReport for Metrics {
             guard::CloseReason::HeadersTooLarge => Reason::HeadersTooLarge,
             _ => Reason::HeaderTimeout,
         };
-        self.responses_generated_total
-            .with_label_values(&[reason.as_str()])
-            .inc();
+        self.count_generated(reason);
     }
 
     fn heads_in_progress(&self) -> &std::sync::atomic::AtomicI64 {

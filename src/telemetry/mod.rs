@@ -15,6 +15,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::answer::Reason;
 use crate::config::AccessLogTarget;
 
 /// Buckets of `rempart_request_duration_seconds`, from 1 ms to 30 s.
@@ -28,6 +29,9 @@ pub struct Metrics {
     pub requests_total: IntCounterVec,
     pub request_duration_seconds: HistogramVec,
     pub responses_generated_total: IntCounterVec,
+    /// `responses_generated_total`'s series by reason, each looked up once, at its first use
+    /// (`count_generated`): refusals under a flood count without a label look-up.
+    generated: [OnceLock<IntCounter>; Reason::COUNT],
     pub upstream_requests_total: IntCounterVec,
     pub connections_active: IntGauge,
     /// Idle keep-alive connections parked without a task (`proxy::parking`).
@@ -70,6 +74,23 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// One more answer Rempart generated itself, for `reason`
+    /// (`rempart_responses_generated_total{reason}`).
+    pub fn count_generated(&self, reason: Reason) {
+        match self.generated.get(reason as usize) {
+            Some(series) => series
+                .get_or_init(|| {
+                    self.responses_generated_total
+                        .with_label_values(&[reason.as_str()])
+                })
+                .inc(),
+            None => self
+                .responses_generated_total
+                .with_label_values(&[reason.as_str()])
+                .inc(),
+        }
+    }
+
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests_total = IntCounterVec::new(
@@ -251,6 +272,7 @@ impl Metrics {
             requests_total,
             request_duration_seconds,
             responses_generated_total,
+            generated: [const { OnceLock::new() }; Reason::COUNT],
             upstream_requests_total,
             connections_active,
             connections_parked,
