@@ -596,3 +596,17 @@ pub fn spawn_send(
         }
     })
 }
+
+/// Whether the server closes `c` (EOF or reset) within `patience`, and what it sent first.
+pub async fn closed_within(c: &mut TcpStream, patience: Duration) -> (bool, Vec<u8>) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match tokio::time::timeout_at(deadline, c.read(&mut buf)).await {
+            Err(_) => return (false, data),
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, data),
+            Ok(Ok(n)) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+}

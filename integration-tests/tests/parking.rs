@@ -91,20 +91,6 @@ async fn get(c: &mut TcpStream, path: &str) -> Vec<u8> {
     read_responses(c, 1).await.pop().unwrap_or_default()
 }
 
-/// Whether the server closes `c` (EOF or reset) within `patience`, and what it sent first.
-async fn closed_within(c: &mut TcpStream, patience: Duration) -> (bool, Vec<u8>) {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        match tokio::time::timeout_at(deadline, c.read(&mut buf)).await {
-            Err(_) => return (false, data),
-            Ok(Ok(0)) | Ok(Err(_)) => return (true, data),
-            Ok(Ok(n)) => data.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_parked_and_serve_their_next_requests_whole() {
     let s = Stack::start(1, 0, |_| {});

@@ -170,17 +170,7 @@ async fn a_thousand_dribbling_heads_are_cut_at_header_timeout_while_others_are_s
 
 /// Read until the server closes (or 3 s pass): whether it closed, and what it sent.
 async fn read_to_close(s: &mut TcpStream) -> (bool, Vec<u8>) {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.read(&mut buf)).await {
-            Err(_) => return (false, data),
-            Ok(Ok(0)) | Ok(Err(_)) => return (true, data),
-            Ok(Ok(n)) => data.extend_from_slice(&buf[..n]),
-        }
-    }
+    closed_within(s, Duration::from_secs(3)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

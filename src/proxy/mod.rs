@@ -51,6 +51,10 @@ impl RempartProxy {
 /// Seconds a client is asked to wait when every datacenter is down.
 const MAINTENANCE_RETRY_AFTER: u64 = 30;
 
+/// How much longer than `upgrade_idle_timeout` the upstream side of an upgrade waits for a
+/// read: the guard, which sees both directions, closes a quiet connection first.
+const UPGRADE_READ_TIMEOUT_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl RempartProxy {
     /// Write an answer of Rempart's own and remember why, for metrics and the log.
     async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx, mut answer: Answer) {
@@ -328,9 +332,12 @@ impl ProxyHttp for RempartProxy {
         let req = session.req_header();
         if session.is_upgrade_req() {
             // An upgraded connection (WebSocket) may stay quiet: the guard closes it after
-            // `upgrade_idle_timeout` without traffic either way, not the response timeout.
+            // `upgrade_idle_timeout` without traffic either way (and counts it), not the
+            // response timeout. The upstream side's read timeout is a second longer, so that
+            // the guard's close comes first rather than racing it.
             if let Some(snapshot) = ctx.snapshot.as_ref() {
-                peer.options.read_timeout = Some(snapshot.config.server.upgrade_idle_timeout);
+                peer.options.read_timeout =
+                    Some(snapshot.config.server.upgrade_idle_timeout + UPGRADE_READ_TIMEOUT_MARGIN);
             }
         }
         ctx.datacenter = Some(pick.datacenter);
