@@ -145,9 +145,11 @@ pub enum Page {
     Builtin(Builtin),
 }
 
-/// An answer's body: bytes made already, or its plain text, written where it goes.
-enum Content {
+/// An answer's body: bytes made already, the operator's page (copied only where it goes), or
+/// its plain text, written where it goes.
+enum Content<'a> {
     Bytes(Bytes),
+    Page(&'a [u8]),
     Text,
 }
 
@@ -215,7 +217,7 @@ impl Answer {
         &self,
         accept: Option<&[u8]>,
         accept_language: Option<&[u8]>,
-    ) -> (&'static str, Content, Option<Lang>) {
+    ) -> (&'static str, Content<'_>, Option<Lang>) {
         let json = accept.is_some_and(prefers_json);
         if let (true, Some(value)) = (json, &self.json) {
             let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
@@ -236,7 +238,7 @@ impl Answer {
         match &self.page {
             Some(Page::Configured(html)) => (
                 "text/html; charset=utf-8",
-                Content::Bytes(Bytes::from(html.to_string())),
+                Content::Page(html.as_bytes()),
                 None,
             ),
             Some(Page::Builtin(builtin)) => {
@@ -279,6 +281,7 @@ impl Answer {
         let (content_type, content, builtin_lang) = self.content(accept, accept_language);
         let body = match content {
             Content::Bytes(body) => body,
+            Content::Page(html) => Bytes::copy_from_slice(html),
             Content::Text => {
                 let mut text = Vec::with_capacity(self.text_len());
                 self.write_text(&mut text);
@@ -321,6 +324,7 @@ impl Answer {
         let (content_type, content, builtin_lang) = self.content(accept, accept_language);
         let body_len = match &content {
             Content::Bytes(body) => body.len(),
+            Content::Page(html) => html.len(),
             Content::Text => self.text_len(),
         };
         let mut number = itoa::Buffer::new();
@@ -370,6 +374,7 @@ impl Answer {
         if !head_only {
             match content {
                 Content::Bytes(body) => out.extend_from_slice(&body),
+                Content::Page(html) => out.extend_from_slice(html),
                 Content::Text => self.write_text(out),
             }
         }
