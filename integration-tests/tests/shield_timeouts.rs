@@ -324,6 +324,41 @@ async fn a_websocket_idle_past_upgrade_idle_timeout_is_closed() {
     );
 }
 
+/// The client talks, the server stays quiet: unsolicited Pong frames (RFC 6455 section 5.5.3:
+/// no answer is expected, and the origin's echo sends none), `times` of them `every` apart.
+async fn talk_to_a_quiet_server(ws: &mut Ws, every: Duration, times: u32) {
+    use futures_util::SinkExt;
+    for i in 0..times {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            ws.send(WsMessage::Pong(vec![b'p'].into())),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("pong {i} not sent within 5 s"))
+        .unwrap_or_else(|e| panic!("pong {i}: {e}"));
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// `upgrade_idle_timeout` is idleness in both directions: a chat whose server has nothing to
+/// say while its client keeps talking stays open past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_whose_server_stays_quiet_while_the_client_talks_stays_open() {
+    let s = Stack::start(1, 0, |y| y.server.push("upgrade_idle_timeout: 2s".into()));
+    let mut ws = ws_connect(s.ports.http, "/ws").await.unwrap();
+    // 6 s of client frames and no server frame: three times upgrade_idle_timeout.
+    talk_to_a_quiet_server(&mut ws, Duration::from_millis(500), 12).await;
+    let reply = ws_roundtrip(&mut ws, WsMessage::text("still there?"))
+        .await
+        .unwrap();
+    assert_eq!(reply, WsMessage::text("still there?"));
+    let metrics = s.rempart.admin("/metrics").1;
+    assert!(
+        !metrics.contains("rempart_connections_closed_total{reason=\"upgrade_idle_timeout\"}"),
+        "{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_lets_a_head_under_way_finish_with_connection_close() {
     let s = Stack::start(1, 0, |y| y.grace_period = "10s".into());
