@@ -474,7 +474,30 @@ keep_alive() { # URL
 # m_p50 and m_p99 (ms, or n/a), m_errors, m_note, cmd[SCENARIO] (the exact command, URL and PORT
 # the target's) and how[SCENARIO] (what goes with it).
 declare -A cmd=() how=()
-m_rate= m_p50= m_p99= m_errors= m_note=
+m_rate= m_p50= m_p99= m_errors= m_note= m_cpu= cur_target=
+
+# The target's CPU time over the measured run, per answer: cpu_begin where the measured run
+# starts (after the warm-up), cpu_end ANSWERS where it ends; m_cpu is then the microseconds of
+# CPU (utime + stime of the proxy's processes, every thread) per answer, or empty for the origin.
+clk_tck=$(getconf CLK_TCK)
+cpu_family=() cpu_t0=
+cpu_begin() {
+  cpu_family=() cpu_t0=
+  [ "$cur_target" != origin ] && [ -n "${main_pid[$cur_target]:-}" ] || return 0
+  mapfile -t cpu_family < <(proc_family "${main_pid[$cur_target]}")
+  cpu_t0=$(cpu_ticks "${cpu_family[@]}")
+}
+cpu_end() { # ANSWERS
+  m_cpu=
+  [ -n "$cpu_t0" ] && [ "${1:-0}" -gt 0 ] || return 0
+  m_cpu=$(awk -v a="$(cpu_ticks "${cpu_family[@]}")" -v b="$cpu_t0" -v hz="$clk_tck" -v n="$1" \
+    'BEGIN { printf "%.1f", (a - b) * 1e6 / hz / n }')
+}
+# The median of a list of numbers separated by " / " (failed rounds left out).
+median() {
+  tr '/' '\n' <<<"$1" | awk '$1 ~ /^[0-9.]+$/ { print $1 }' | sort -n | awk '{ v[++n] = $1 } END {
+    if (!n) print ""; else if (n % 2) print v[(n + 1) / 2]; else printf "%.1f\n", (v[n / 2] + v[n / 2 + 1]) / 2 }'
+}
 
 warm_text() {
   if [ "$warmup" = 0 ]; then echo "no warm-up"; else echo "after the same for ${warmup}s, unmeasured"; fi
@@ -491,6 +514,7 @@ run_wrk() { # RAW URL CONNECTIONS THREADS [SCRIPT]: a warm-up, then the measured
   local -a s=()
   [ -z "$script" ] || s=(-s "$script")
   [ "$warmup" = 0 ] || timeout -k 5 $((warmup + 30)) wrk -t"$th" -c"$c" -d"${warmup}s" "${s[@]}" "$url" >/dev/null 2>&1 || true
+  cpu_begin
   timeout -k 5 $((duration + 30)) wrk -t"$th" -c"$c" -d"${duration}s" --latency "${s[@]}" "$url" >"$raw" 2>&1
 }
 
@@ -500,6 +524,7 @@ measure_plain() { # TARGET ROUND THREADS URL
   how[$scn]=$(warm_text)
   if ! run_wrk "$raw" "$4" "$connections" "$3"; then m_rate=; m_note="wrk failed (see $raw)"; return; fi
   wrk_read "$raw"
+  cpu_end "${wrk_requests:-0}"
   m_rate=$wrk_rps m_p50=$wrk_p50 m_p99=$wrk_p99 m_errors=$((wrk_non2xx + wrk_sockerr)) m_note=
 }
 
@@ -513,6 +538,7 @@ measure_flood() { # TARGET ROUND CODE
   refused=$(status_count "$raw" "$3")
   passed=$(status_count "$raw" 200)
   total=$(status_total "$raw")
+  cpu_end "$total"
   m_rate=$(awk -v n="$refused" -v s="$wrk_seconds" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "" }')
   m_p50=$wrk_p50 m_p99=$wrk_p99
   if [ "$3" = 429 ]; then   # the limit lets about one a second through: not errors
@@ -578,6 +604,7 @@ function response(status, headers, body)
 end
 LUA
   rm -f "$mark".*
+  cpu_begin
   # wrk sleeps its whole -d even once its threads have stopped: it is stopped (SIGINT, upon
   # which it prints its summary) once every thread has written its line, or after
   # CHURN_TIMEOUT seconds.
@@ -594,6 +621,7 @@ LUA
   for _ in $(seq 50); do kill -0 "$wrk_pid" 2>/dev/null || break; sleep 0.1; done
   stop_pid "$wrk_pid"
   wrk_read "$raw"
+  cpu_end "${wrk_requests:-0}"
   stats=$(cat "$mark".* 2>/dev/null | awk '
     { answered += $1; bad += $2; sent += $3; if (first == "" || $4 < first) first = $4; if ($5 > last) last = $5; n++ }
     END { if (n) printf "%d %d %d %.3f %d", answered, bad, sent, last - first, n; else print "0 0 0 0 0" }')
@@ -614,6 +642,7 @@ measure_h2() { # TARGET ROUND
   cmd[$scn]="${h2[*]} -D $duration --log-file=bench/out/scn-h2tls-TARGET-ROUND.log URL"
   how[$scn]="$(warm_text), without the log; p50 and p99 from the log, a line per request: start, status, microseconds"
   [ "$warmup" = 0 ] || timeout -k 5 $((warmup + 30)) "${h2[@]}" -D "$warmup" "$url" >/dev/null 2>&1 || true
+  cpu_begin
   if ! timeout -k 5 $((duration + 30)) "${h2[@]}" -D "$duration" --log-file="$reqlog" "$url" >"$raw" 2>&1; then
     m_rate=; m_note="h2load failed (see $raw)"; return
   fi
@@ -622,6 +651,7 @@ measure_h2() { # TARGET ROUND
   failed=$(awk '/^requests:/ { gsub(/,/, ""); print $10 + $12 + $14 }' "$raw")
   done_n=$(awk '/^requests:/ { gsub(/,/, ""); print $6 }' "$raw")
   ok2xx=$(awk '/^status codes:/ { gsub(/,/, ""); print $3 }' "$raw")
+  cpu_end "${done_n:-0}"
   # h2load's threads print at once: the line may start after another thread's words, and its
   # value may be on the next line.
   proto=$(tr '\n' ' ' <"$raw" | grep -o 'Application protocol: *[A-Za-z0-9./-]*' | head -n 1 | awk '{ print $3 }')
@@ -651,6 +681,7 @@ measure_handshakes() { # TARGET ROUND
     for i in "${hs[@]}"; do wait "$i" 2>/dev/null || true; stop_pid "$i"; done
     hs=()
   fi
+  cpu_begin
   t0=$(date +%s.%N)
   for i in $(seq "$hs_clients"); do
     timeout -k 5 $((duration + 30)) openssl s_time -connect "127.0.0.1:${tls_port[$1]}" -new -tls1_3 -time "$duration" -www "$www" >"$raw.$i.txt" 2>&1 &
@@ -664,6 +695,7 @@ measure_handshakes() { # TARGET ROUND
   conns=$(cat "$raw".*.txt | awk '/connections in .* real seconds/ { n += $1 } END { printf "%d", n }')
   bytes=$(cat "$raw".*.txt | awk '/bytes read per connection/ { for (i = 1; i < NF; i++) if ($(i + 1) == "bytes") b = $i } END { printf "%d", b }')
   expected=$(curl -sk --http1.1 --no-alpn -H 'Connection: close' -o /dev/null -w '%{size_header} %{size_download} %{http_code}' --max-time 5 "https://127.0.0.1:${tls_port[$1]}/bench" 2>/dev/null | awk '{ if ($3 == 200) print $1 + $2; else print "none" }' || true)
+  cpu_end "$conns"
   m_rate=$(awk -v n="$conns" -v a="$t0" -v b="$t1" 'BEGIN { if (b > a && n > 0) printf "%.0f", n / (b - a); else print "" }')
   m_p50=n/a m_p99=n/a m_errors=0
   m_errors=$(cat "$raw".*.txt | grep -ci 'error' || true)
@@ -684,6 +716,7 @@ measure_policy() { # TARGET ROUND
   wrk_read "$raw"
   ok=$(status_count "$raw" 200)
   total=$(status_total "$raw")
+  cpu_end "$total"
   m_rate=$wrk_rps m_p50=$wrk_p50 m_p99=$wrk_p99 m_errors=$((total - ok + wrk_sockerr))
   # The access log of the round (warm-up included), then emptied, so that the disk holds one
   # round's at most (every proxy appends: NGINX and Rempart open the file so, HAProxy's stdout
@@ -702,7 +735,8 @@ measure_policy() { # TARGET ROUND
 }
 
 measure() { # TARGET ROUND
-  m_rate= m_p50=n/a m_p99=n/a m_errors=0 m_note=
+  m_rate= m_p50=n/a m_p99=n/a m_errors=0 m_note= m_cpu= cpu_t0=
+  cur_target=$1
   case $scn in
     h1) measure_plain "$1" "$2" "$threads" "${url[$1]}" ;;
     scaling) measure_plain "$1" "$2" "$(( threads > 2 ? threads : 2 ))" "${url[$1]}" ;;
@@ -744,7 +778,7 @@ setup_text() {
   esac
 }
 
-declare -A best=() best_p50=() best_p99=() errs=() rates=() notes=() why=() idle=() url=()
+declare -A best=() best_p50=() best_p99=() errs=() rates=() notes=() why=() idle=() url=() cpus=()
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 idle_start=$(cpu_idle 2)
 log "CPU idle before the scenarios (2 s): $idle_start (other work on the machine skews the figures)"
@@ -783,6 +817,7 @@ for scn in "${scenarios[@]}"; do
         continue
       fi
       rates[$scn,$t]="${rates[$scn,$t]:+${rates[$scn,$t]} / }$m_rate"
+      [ -z "$m_cpu" ] || cpus[$scn,$t]="${cpus[$scn,$t]:+${cpus[$scn,$t]} / }$m_cpu"
       if [ -z "${best[$scn,$t]:-}" ] || [ "$m_rate" -gt "${best[$scn,$t]}" ]; then
         best[$scn,$t]=$m_rate best_p50[$scn,$t]=$m_p50 best_p99[$scn,$t]=$m_p99
       fi
@@ -797,16 +832,19 @@ idle_end=$(cpu_idle 2)
 fmt_errors() { # N: a row with errors is flagged
   if [ "${1:-0}" -gt 0 ]; then echo "**$1 ⚠**"; else echo 0; fi
 }
+cpu_of() { median "${cpus[$1,$2]:-}"; } # SCENARIO TARGET: the median CPU µs per answer
+# Answers per CPU-second, Rempart's over another's: the other's CPU per answer over Rempart's.
+per_core() { ratio "$(cpu_of "$1" "$2")" "$(cpu_of "$1" rempart)"; }
 cell() { # SCENARIO TARGET: the best rate, flagged when the row has errors
   local v=${best[$1,$2]:-}
   if [ -z "$v" ]; then echo "${why[$1,$2]:+failed}"; return; fi
   if [ "${errs[$1,$2]:-0}" -gt 0 ]; then echo "$v ⚠"; else echo "$v"; fi
 }
 summary=$(
-  echo "| scenario | unit | Rempart | NGINX | HAProxy | Rempart/NGINX rate | Rempart/HAProxy rate | Rempart/NGINX p99 | Rempart/HAProxy p99 |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| scenario | unit | Rempart | NGINX | HAProxy | Rempart/NGINX rate | Rempart/HAProxy rate | Rempart/NGINX p99 | Rempart/HAProxy p99 | CPU µs per answer: Rempart / NGINX / HAProxy | Rempart/NGINX per core | Rempart/HAProxy per core |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for scn in "${scenarios[@]}"; do
-    echo "| $(title "$scn") | $(unit "$scn") | $(cell "$scn" rempart) | $(cell "$scn" nginx) | $(cell "$scn" haproxy) | $(ratio "${best[$scn,rempart]:-}" "${best[$scn,nginx]:-}") | $(ratio "${best[$scn,rempart]:-}" "${best[$scn,haproxy]:-}") | $(ratio "${best_p99[$scn,rempart]:-}" "${best_p99[$scn,nginx]:-}") | $(ratio "${best_p99[$scn,rempart]:-}" "${best_p99[$scn,haproxy]:-}") |"
+    echo "| $(title "$scn") | $(unit "$scn") | $(cell "$scn" rempart) | $(cell "$scn" nginx) | $(cell "$scn" haproxy) | $(ratio "${best[$scn,rempart]:-}" "${best[$scn,nginx]:-}") | $(ratio "${best[$scn,rempart]:-}" "${best[$scn,haproxy]:-}") | $(ratio "${best_p99[$scn,rempart]:-}" "${best_p99[$scn,nginx]:-}") | $(ratio "${best_p99[$scn,rempart]:-}" "${best_p99[$scn,haproxy]:-}") | $(cpu_of "$scn" rempart) / $(cpu_of "$scn" nginx) / $(cpu_of "$scn" haproxy) | $(per_core "$scn" nginx) | $(per_core "$scn" haproxy) |"
   done
 )
 sections=$(
@@ -821,21 +859,21 @@ sections=$(
     echo "- configurations: bench/out/scn-$scn-rempart.yaml, scn-$scn-nginx.conf, scn-$scn-haproxy.cfg; raw outputs: bench/out/scn-$scn-*"
     echo "- CPU idle ${idle[$scn,before]:-?} before the rounds, ${idle[$scn,after]:-?} after (over 1 s each)"
     echo
-    echo "| target | $(unit "$scn") | p50 ms | p99 ms | errors | each round | notes |"
-    echo "|---|---:|---:|---:|---:|---|---|"
+    echo "| target | $(unit "$scn") | p50 ms | p99 ms | errors | each round | CPU µs per answer, each round | notes |"
+    echo "|---|---:|---:|---:|---:|---|---|---|"
     rows=()
     if [ "$scn" = h1 ] || [ "$scn" = scaling ]; then rows+=(origin); fi
     rows+=("${targets[@]}")
     for t in "${rows[@]}"; do
       if [ -n "${why[$scn,$t]:-}" ]; then
-        echo "| $(label "$t") | ${why[$scn,$t]} | | | | | |"
+        echo "| $(label "$t") | ${why[$scn,$t]} | | | | | | |"
       else
-        echo "| $(label "$t") | ${best[$scn,$t]:-failed} | ${best_p50[$scn,$t]:-n/a} | ${best_p99[$scn,$t]:-n/a} | $(fmt_errors "${errs[$scn,$t]:-0}") | ${rates[$scn,$t]:-} | ${notes[$scn,$t]:-} |"
+        echo "| $(label "$t") | ${best[$scn,$t]:-failed} | ${best_p50[$scn,$t]:-n/a} | ${best_p99[$scn,$t]:-n/a} | $(fmt_errors "${errs[$scn,$t]:-0}") | ${rates[$scn,$t]:-} | ${cpus[$scn,$t]:-} | ${notes[$scn,$t]:-} |"
       fi
     done
     echo
     for t in nginx haproxy; do
-      echo "- Rempart/$(label "$t"): $(unit "$scn") $(ratio "${best[$scn,rempart]:-}" "${best[$scn,$t]:-}"), p99 $(ratio "${best_p99[$scn,rempart]:-}" "${best_p99[$scn,$t]:-}") (rate: higher is better; p99: lower is better)"
+      echo "- Rempart/$(label "$t"): $(unit "$scn") $(ratio "${best[$scn,rempart]:-}" "${best[$scn,$t]:-}"), p99 $(ratio "${best_p99[$scn,rempart]:-}" "${best_p99[$scn,$t]:-}") (rate: higher is better; p99: lower is better); per core $(per_core "$scn" "$t") (answers per CPU-second of the proxy, from the median round's CPU per answer)"
     done
     n=$((n + 1))
   done
@@ -850,6 +888,7 @@ rempart_version=$( ("$bin_dir/rempart" --version 2>/dev/null || echo "rempart n/
   echo "- command: \`BENCH_DURATION=$duration BENCH_WARMUP=$warmup BENCH_ROUNDS=$rounds BENCH_CONNECTIONS=$connections BENCH_THREADS=$threads FLOOD_CONNECTIONS=$flood_connections CHURN_REQUESTS=$churn_requests H2_CLIENTS=$h2_clients H2_STREAMS=$h2_streams HS_CLIENTS=$hs_clients SCENARIOS=\"${scenarios[*]}\" BENCH_TARGETS=\"${targets[*]}\" bash bench/scenarios.sh\` (part of \`make bench\`)"
   echo "- set-up: one fixed-body origin for all (NGINX, 1 worker, \`return 200 '{\"ok\":true}'\` on every path, bench/out/scn-origin.conf); each proxy 1 worker (2 in the scaling scenario), a plain and a TLS listener (certs/dev/localhost.crt, ECDSA P-256), upstream keep-alive (Rempart's pool at pingora's default of 128 idle connections, NGINX keepalive 128, HAProxy http-reuse always); NGINX and HAProxy add X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and X-Request-Id as Rempart does; Rempart's health checks at their default (GET /healthz every 1 s) in every scenario; all on loopback, on the same machine as the load generators"
   echo "- rounds: $rounds per scenario, the targets taking turns; each keeps its best round (highest rate), errors add up over the rounds; ⚠: the row has errors, not a fair row"
+  echo "- per core: the proxy's CPU time over each measured run (utime + stime of all its processes and threads, /proc/PID/stat, ${clk_tck} ticks a second) per answer; the summary takes each proxy's median round; \"per core\" is answers per CPU-second, Rempart's over the other's (higher is better). It does not depend on the load generators and the origin sharing the machine's two CPUs, which cap the rates alike when no proxy has a whole core"
   echo
   echo "## Summary"
   echo
