@@ -83,8 +83,9 @@ rss_kib() { # PID...
 }
 
 # CPU time (utime + stime, every thread included) of one process, or of several summed, in
-# clock ticks (getconf CLK_TCK a second). The command name in /proc/PID/stat is skipped whole
-# (it may hold spaces): after it, utime and stime are the 12th and 13th fields.
+# clock ticks (clk_tck a second). The command name in /proc/PID/stat is skipped whole (it may
+# hold spaces): after it, utime and stime are the 12th and 13th fields.
+clk_tck=$(getconf CLK_TCK)
 cpu_ticks() { # PID...
   local p sum=0 t
   for p in "$@"; do

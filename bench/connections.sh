@@ -72,7 +72,6 @@ fi
 [ "$nofile" != unlimited ] || nofile=$((count * 2 + 1000))
 
 sources=$(seq -s, -f '127.0.0.%g' 1 "$n_sources")
-clk_tck=$(getconf CLK_TCK)
 ca=$root/certs/dev/ca.crt
 cert=$root/certs/dev/localhost.crt
 key=$root/certs/dev/localhost.key

@@ -479,7 +479,6 @@ m_rate= m_p50= m_p99= m_errors= m_note= m_cpu= cur_target=
 # The target's CPU time over the measured run, per answer: cpu_begin where the measured run
 # starts (after the warm-up), cpu_end ANSWERS where it ends; m_cpu is then the microseconds of
 # CPU (utime + stime of the proxy's processes, every thread) per answer, or empty for the origin.
-clk_tck=$(getconf CLK_TCK)
 cpu_family=() cpu_t0=
 cpu_begin() {
   cpu_family=() cpu_t0=
@@ -689,13 +688,14 @@ measure_handshakes() { # TARGET ROUND
   done
   for i in "${hs[@]}"; do wait "$i" 2>/dev/null || true; stop_pid "$i"; done
   t1=$(date +%s.%N)
-  # "N connections in T real seconds, B bytes read per connection": N added up; B is checked
-  # against one answer to the same request (curl, HTTP/1.1 with Connection: close and no ALPN, as
-  # s_time), so that refused or cut connections do not count as handshakes done.
+  # "N connections in T real seconds, B bytes read per connection": N added up (the CPU window
+  # ends here, before the reference request); B is checked against one answer to the same
+  # request (curl, HTTP/1.1 with Connection: close and no ALPN, as s_time), so that refused or
+  # cut connections do not count as handshakes done.
   conns=$(cat "$raw".*.txt | awk '/connections in .* real seconds/ { n += $1 } END { printf "%d", n }')
+  cpu_end "$conns"
   bytes=$(cat "$raw".*.txt | awk '/bytes read per connection/ { for (i = 1; i < NF; i++) if ($(i + 1) == "bytes") b = $i } END { printf "%d", b }')
   expected=$(curl -sk --http1.1 --no-alpn -H 'Connection: close' -o /dev/null -w '%{size_header} %{size_download} %{http_code}' --max-time 5 "https://127.0.0.1:${tls_port[$1]}/bench" 2>/dev/null | awk '{ if ($3 == 200) print $1 + $2; else print "none" }' || true)
-  cpu_end "$conns"
   m_rate=$(awk -v n="$conns" -v a="$t0" -v b="$t1" 'BEGIN { if (b > a && n > 0) printf "%.0f", n / (b - a); else print "" }')
   m_p50=n/a m_p99=n/a m_errors=0
   m_errors=$(cat "$raw".*.txt | grep -ci 'error' || true)
